@@ -1,0 +1,29 @@
+"""hyvideo_core: a host-free PyTorch engine for HunyuanVideo 13B.
+
+The public face is a handful of functions; they are imported lazily so that `import
+hyvideo_core` stays cheap (ComfyUI imports every pack at start-up).
+"""
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_PUBLIC = {
+    "load_transformer": "hyvideo_core.weights.loader",
+    "load_vae": "hyvideo_core.vae.loader",
+    "load_text_encoder": "hyvideo_core.text.loader",
+    "DiTConfig": "hyvideo_core.model.config",
+    "HunyuanVideoTransformer": "hyvideo_core.model.transformer",
+    "HyVideoError": "hyvideo_core.errors",
+}
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'hyvideo_core' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_PUBLIC))

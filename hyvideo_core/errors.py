@@ -1,0 +1,38 @@
+"""One exception family for the whole engine.
+
+Every message names the file or parameter, what was found and what to do, so that the
+ComfyUI node layer can show it to a user as is.
+"""
+from __future__ import annotations
+
+
+class HyVideoError(Exception):
+    """Base of every error the engine raises on purpose."""
+
+
+class CheckpointError(HyVideoError):
+    """A weights file is unreadable, corrupt, or has missing / mis-shaped tensors."""
+
+
+class UnknownFormatError(CheckpointError):
+    """A file's keys match no layout we know (e.g. a Stable Diffusion file given as the DiT)."""
+
+
+class MissingPackageError(HyVideoError):
+    """An optional package (flash-attn, sageattention, ...) was asked for but is not usable."""
+
+
+class InvalidInputError(HyVideoError, ValueError):
+    """A parameter value (size, steps, strength, tile, ...) is out of range or inconsistent."""
+
+
+class OutOfMemoryError(HyVideoError, MemoryError):
+    """The device ran out of memory; `suggestion` carries what would fit (a plan or tile sizes)."""
+
+    def __init__(self, message: str, suggestion: object = None):
+        super().__init__(message)
+        self.suggestion = suggestion
+
+
+class CancelledError(HyVideoError):
+    """The host asked to stop (e.g. ComfyUI's interrupt); raised between steps."""

@@ -1,0 +1,88 @@
+"""The operations object: the layers the DiT is built from.
+
+Every layer computes in the dtype/device of its input and casts its stored weights to it, so
+the storage format is a policy plugged in from outside, not a concern of the model code:
+
+- `codec`: how the stored `weight` bytes become a compute tensor (fp8 with scale, GGUF quants;
+  see hyvideo_core.weights). None means a plain tensor, cast if needed.
+- `adapters`: runtime low-rank deltas added to the output (unmerged LoRA); each is a callable
+  `adapter(x) -> delta`.
+
+The stored tensors stay module parameters/buffers, so `module.to(device)` (block swapping)
+moves exactly the stored bytes. Never call `model.to(dtype)` on a model holding fp8/GGUF
+weights: it would cast the stored bytes.
+"""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def cast_to(tensor: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
+    if tensor is None or (tensor.dtype == like.dtype and tensor.device == like.device):
+        return tensor
+    return tensor.to(device=like.device, dtype=like.dtype, non_blocking=True)
+
+
+class CastWeights:
+    """Mixin: decode/cast the stored weight and bias for the input `x`."""
+
+    codec = None
+    adapters: tuple = ()
+
+    def compute_weight(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.codec is not None:
+            return self.codec.decode(self, x)
+        return cast_to(self.weight, x), cast_to(self.bias, x)
+
+    def add_adapters(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        for adapter in self.adapters:
+            y = y + adapter(x)
+        return y
+
+
+class Linear(CastWeights, nn.Linear):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.codec is not None and hasattr(self.codec, "linear"):
+            y = self.codec.linear(self, x)  # e.g. an fp8 matmul that never dequantises
+        else:
+            weight, bias = self.compute_weight(x)
+            y = F.linear(x, weight, bias)
+        return self.add_adapters(x, y) if self.adapters else y
+
+
+class Conv3d(CastWeights, nn.Conv3d):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight, bias = self.compute_weight(x)
+        y = self._conv_forward(x, weight, bias)
+        return self.add_adapters(x, y) if self.adapters else y
+
+
+class LayerNorm(nn.LayerNorm):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, self.normalized_shape, cast_to(self.weight, x), cast_to(self.bias, x), self.eps)
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm computed in float32 and cast back before the learnable scale (as the reference)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6, device=None, dtype=None):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim, device=device, dtype=dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return normed.to(x.dtype) * cast_to(self.weight, x)
+
+
+default_ops = SimpleNamespace(Linear=Linear, Conv3d=Conv3d, LayerNorm=LayerNorm, RMSNorm=RMSNorm)
+
+
+def casting_layers(module: nn.Module):
+    """Every Linear/Conv3d of a module that accepts a codec or adapters, with its name."""
+    return [(name, m) for name, m in module.named_modules() if isinstance(m, CastWeights)]
