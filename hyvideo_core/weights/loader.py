@@ -1,0 +1,151 @@
+"""`load_transformer`: any supported DiT file -> a ready HunyuanVideoTransformer.
+
+The model is built on the meta device and every tensor is read from the (memory-mapped)
+source straight into its target dtype and device, one at a time. How tensors are stored
+(plain, fp8, GGUF) is a `storage` policy; the default keeps plain tensors in `dtype`.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from ..errors import CheckpointError
+from ..model.attention import resolve_backend
+from ..model.config import DiTConfig, infer_from_shapes, resolve
+from ..model.transformer import HunyuanVideoTransformer
+from .dit_format import DiTLayout, detect_layout
+from .diffusers_names import split_module_key
+from .reader import DictSource, TensorSource, open_tensors
+
+log = logging.getLogger(__name__)
+
+_REQUIRED_FOR_SHAPES = ("img_in.proj.weight", "txt_in.input_embedder.weight", "vector_in.in_layer.weight",
+                        "final_layer.linear.weight", "time_in.mlp.0.weight")
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    source: str
+    format: str
+    prefix: str
+    variant: str
+    config: DiTConfig
+    dtype: torch.dtype
+    device: str
+    attention: str
+    storage: str
+    tensors: int
+    other_keys: int  # keys outside the DiT prefix (e.g. a VAE bundled in the same file)
+
+    def summary(self) -> str:
+        extra = f", ignored {self.other_keys} non-DiT keys" if self.other_keys else ""
+        return (f"{self.source}: {self.format} layout{' (prefix ' + self.prefix + ')' if self.prefix else ''}, "
+                f"variant {self.variant}, {self.config.double_blocks}+{self.config.single_blocks} blocks, "
+                f"hidden {self.config.hidden_size}, {self.tensors} tensors as {self.storage} "
+                f"({self.dtype}) on {self.device}, attention {self.attention}{extra}")
+
+
+class PlainStorage:
+    """Every tensor as a plain tensor in the compute dtype; fp8 files are dequantised on load
+    (with their per-layer `scale_weight` when the file has one)."""
+
+    name = "plain"
+
+    def load(self, model: nn.Module, layout: DiTLayout, source: TensorSource, dtype, device) -> None:
+        copy = isinstance(source, DictSource)  # never alias (and later mutate) a caller's tensors
+        for key, recipe in layout.recipes.items():
+            tensor = recipe.read(source)
+            scale = layout.sidecars.get(key.rsplit(".", 1)[0] + ".scale_weight")
+            if scale is not None and key.endswith(".weight"):
+                tensor = tensor.float() * source.get(scale).float()
+            target = dtype if tensor.is_floating_point() else tensor.dtype
+            converted = tensor.to(device=device, dtype=target)
+            if copy and converted.data_ptr() == tensor.data_ptr():
+                converted = converted.clone()
+            assign(model, key, converted)
+
+
+def assign(model: nn.Module, key: str, tensor: torch.Tensor) -> None:
+    """Replace a (meta) parameter or buffer by `tensor`."""
+    module_path, leaf = split_module_key(key)
+    module = model.get_submodule(module_path)
+    if leaf in module._buffers:
+        module._buffers[leaf] = tensor
+    else:
+        module._parameters[leaf] = nn.Parameter(tensor, requires_grad=False)
+
+
+def load_transformer(source, *, config=None, dtype: torch.dtype | None = None, device="cpu",
+                     attention: str = "auto", storage=None, attention_kernel=None) -> HunyuanVideoTransformer:
+    """Load a HunyuanVideo DiT.
+
+    source: a file (.safetensors, .pt/.pth, .gguf), a diffusers folder, or a state dict.
+    config: a preset name, a dict (our field names or the reference constructor's), a
+        DiTConfig, or None to infer from the tensor shapes (13B defaults for the rest).
+    dtype: compute dtype (default: the checkpoint's float dtype; fp8 files compute in bf16).
+    attention: 'auto' | 'sdpa' | 'flash' | 'sage'; an unavailable one fails here.
+    storage: weight storage policy (default PlainStorage; fp8 and GGUF plug in here).
+    """
+    device = torch.device(device)
+    backend = resolve_backend(attention, device, kernel=attention_kernel)  # fail before reading weights
+    src = open_tensors(source)
+    layout = detect_layout(src)
+    shapes = layout.shapes(src)
+    cfg = _config_for(config, shapes, src)
+    dtype = dtype or _default_dtype(layout, src)
+    with torch.device("meta"):
+        model = HunyuanVideoTransformer(cfg, dtype=dtype)
+    _check_keys(model, layout, shapes, src)
+    storage = storage or PlainStorage()
+    storage.load(model, layout, src, dtype, device)
+    model.compute_dtype = dtype
+    model.attention = backend
+    model.eval().requires_grad_(False)
+    model.load_report = LoadReport(src.name, layout.format, layout.prefix, cfg.variant, cfg, dtype, str(device),
+                                   backend.name, storage.name, len(layout.recipes), layout.outside)
+    log.info("Loaded DiT: %s", model.load_report.summary())
+    return model
+
+
+def _config_for(config, shapes, src: TensorSource) -> DiTConfig:
+    missing = [k for k in _REQUIRED_FOR_SHAPES if k not in shapes]
+    if missing:
+        raise CheckpointError(f"{src.name}: HunyuanVideo DiT tensors are missing: {missing}.")
+    given = resolve(config)
+    inferred = infer_from_shapes(shapes, base=given)
+    if given is not None:
+        return given.replace(in_channels=inferred.in_channels, variant=inferred.variant)
+    return inferred
+
+
+def _default_dtype(layout: DiTLayout, src: TensorSource) -> torch.dtype:
+    probe = layout.recipes.get("double_blocks.0.img_attn_qkv.weight") or layout.recipes["img_in.proj.weight"]
+    found = probe.dtype(src)
+    return found if found in (torch.float32, torch.float16, torch.bfloat16) else torch.bfloat16
+
+
+def _check_keys(model: nn.Module, layout: DiTLayout, shapes: dict, src: TensorSource) -> None:
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(set(shapes) - set(expected)) + layout.unknown
+    wrong = [f"{k}: file {list(shapes[k])}, model {list(expected[k])}"
+             for k in expected if k in shapes and tuple(shapes[k]) != expected[k]]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing: {_few(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected: {_few(unexpected)}")
+    if wrong:
+        problems.append(f"{len(wrong)} with wrong shapes: {_few(wrong)}")
+    if problems:
+        raise CheckpointError(
+            f"{src.name}: does not match the HunyuanVideo DiT ({layout.format} layout, config "
+            f"hidden={model.config.hidden_size}, blocks={model.config.double_blocks}+{model.config.single_blocks}): "
+            + "; ".join(problems) + ". The file may be incomplete, for another model, or need a different config.")
+
+
+def _few(items: list[str], n: int = 8) -> str:
+    return ", ".join(items[:n]) + (f", ... (+{len(items) - n})" if len(items) > n else "")
