@@ -117,7 +117,9 @@ def _config_for(config, shapes, src: TensorSource) -> DiTConfig:
     given = resolve(config)
     inferred = infer_from_shapes(shapes, base=given)
     if given is not None:
-        return given.replace(in_channels=inferred.in_channels, variant=inferred.variant)
+        # The variant (input channels) and guidance embedding are read from the file, always.
+        return given.replace(in_channels=inferred.in_channels, variant=inferred.variant,
+                             guidance_embed=inferred.guidance_embed)
     return inferred
 
 

@@ -188,7 +188,10 @@ def _check_safetensors_header(path: Path) -> None:
             raise CheckpointError(
                 f"{path}: truncated safetensors file (header says {header_len} bytes, file has "
                 f"{size}). Download it again.")
-        header = json.loads(fh.read(header_len) or b"{}")
+        try:
+            header = json.loads(fh.read(header_len) or b"{}")
+        except ValueError as exc:
+            raise CheckpointError(f"{path}: corrupt safetensors header ({exc}). Download it again.") from exc
     end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
     if 8 + header_len + end > size:
         raise CheckpointError(
