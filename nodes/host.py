@@ -1,0 +1,181 @@
+"""The one module that talks to ComfyUI (folder_paths, comfy.*, server).
+
+Node code uses the module-level `host` and nothing else from the host application:
+
+    from .host import host
+    path = host.full_path("diffusion_models", unet_name)   # clear error naming the folders searched
+    bar = host.progress(total=steps, node_id=unique_id)
+    bar.update(step, preview_rgb=frame)                     # also raises if the user pressed Cancel
+    main, offload = host.devices()
+    with host.interruptible():                              # engine CancelledError -> host's interrupt
+        ...
+
+Inside a running ComfyUI `host` is a ComfyHost; anywhere else (tests, CLI) it is the
+StandaloneHost from host_standalone.py, which behaves the same way without a server.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import weakref
+from contextlib import contextmanager
+from typing import Callable
+
+import torch
+
+from hyvideo_core.errors import CancelledError, InvalidInputError
+
+from .host_standalone import MODEL_EXTENSIONS, StandaloneHost, missing_model_error, preview_array, scan_model_files
+
+log = logging.getLogger(__name__)
+
+PREVIEW_MAX_SIZE = 512  # longest side of the latent previews sent to the browser
+
+
+def comfyui_is_running() -> bool:
+    # Importing comfy.model_management outside a running ComfyUI would parse sys.argv and pick
+    # devices; ComfyUI always imports both of these itself before it loads any pack.
+    return "folder_paths" in sys.modules and "comfy.model_management" in sys.modules
+
+
+class ComfyProgress:
+    def __init__(self, host: "ComfyHost", total: int, node_id: str | None):
+        import comfy.utils
+        self.host = host
+        self.bar = comfy.utils.ProgressBar(int(total), node_id=node_id)
+
+    def update(self, step: int, total: int | None = None, preview_rgb=None) -> None:
+        preview = None
+        if preview_rgb is not None:
+            from PIL import Image
+            preview = ("JPEG", Image.fromarray(preview_array(preview_rgb)), PREVIEW_MAX_SIZE)
+        self.bar.update_absolute(int(step), None if total is None else int(total), preview)
+        self.host.check_interrupt()  # ComfyUI's progress hook checks too; this also covers no-hook setups
+
+
+class ComfyHost:
+    name = "comfyui"
+
+    def __init__(self):
+        import comfy.model_management
+        import folder_paths
+        self._fp = folder_paths
+        self._mm = comfy.model_management
+        self._unloadables: weakref.WeakSet = weakref.WeakSet()
+        self.routes: list[tuple[str, str, Callable]] = []
+        self._follow_model_unloads()
+
+    # ---- model folders (folder_paths) ----
+    def folders(self, kind: str) -> list[str]:
+        try:
+            return self._fp.get_folder_paths(kind)
+        except KeyError:
+            raise InvalidInputError(f"model folder kind {kind!r} is unknown to ComfyUI; known: "
+                                    f"{sorted(self._fp.folder_names_and_paths)}.") from None
+
+    def add_model_folder(self, kind: str, path) -> None:
+        self._fp.add_model_folder_path(kind, str(path))
+
+    def filenames(self, kind: str, extensions=MODEL_EXTENSIONS) -> list[str]:
+        """ComfyUI's (cached) list for `kind`, plus files with extensions ComfyUI does not list (.gguf)."""
+        folders = self.folders(kind)
+        comfy_extensions = self._fp.folder_names_and_paths[self._fp.map_legacy(kind)][1]
+        listed = [name for name in self._fp.get_filename_list(kind)
+                  if not extensions or _extension(name) in extensions]
+        extra = set(extensions) - set(comfy_extensions) if comfy_extensions else set()
+        return sorted(set(listed) | set(scan_model_files(folders, extra) if extra else ()))
+
+    def full_path(self, kind: str, name: str) -> str:
+        path = self._fp.get_full_path(kind, name)
+        if path is None:
+            raise missing_model_error(kind, name, self.folders(kind), self.filenames(kind))
+        return path
+
+    def output_dir(self) -> str:
+        return self._fp.get_output_directory()
+
+    def temp_dir(self) -> str:
+        return self._fp.get_temp_directory()
+
+    # ---- progress and interrupts (comfy.utils.ProgressBar, model_management's flag) ----
+    def progress(self, total: int, node_id: str | None = None) -> ComfyProgress:
+        return ComfyProgress(self, total, node_id)
+
+    def interrupt(self) -> None:
+        self._mm.interrupt_current_processing(True)
+
+    def clear_interrupt(self) -> None:
+        self._mm.interrupt_current_processing(False)
+
+    def check_interrupt(self) -> None:
+        """Raises ComfyUI's own InterruptProcessingException, so ComfyUI reports 'interrupted'."""
+        self._mm.throw_exception_if_processing_interrupted()
+
+    @contextmanager
+    def interruptible(self):
+        """Around engine calls: the engine's CancelledError becomes ComfyUI's interrupt, and memory
+        is given back when the call fails."""
+        try:
+            yield
+        except CancelledError as error:
+            self.free_memory()
+            raise self._mm.InterruptProcessingException() from error
+        except BaseException:
+            self.free_memory()
+            raise
+
+    # ---- devices and memory (comfy.model_management) ----
+    def devices(self) -> tuple[torch.device, torch.device]:
+        return self._mm.get_torch_device(), self._mm.unet_offload_device()
+
+    def device_memory(self, device: torch.device | None = None) -> tuple[int, int]:
+        device = device or self._mm.get_torch_device()
+        return int(self._mm.get_free_memory(device)), int(self._mm.get_total_memory(device))
+
+    def free_memory(self) -> None:
+        self._mm.soft_empty_cache()
+
+    def register_unloadable(self, obj) -> None:
+        """Remember `obj` (weakly): its `unload()` runs when ComfyUI unloads all models
+        (the Unload Models button, POST /free)."""
+        self._unloadables.add(obj)
+
+    def unload_all(self) -> None:
+        for obj in list(self._unloadables):
+            obj.unload()
+        self.free_memory()
+
+    def _follow_model_unloads(self) -> None:
+        # ComfyUI only unloads its own ModelPatchers; it has no hook for other models, so we chain
+        # onto unload_all_models (looked up by attribute at call time by main.py and /free).
+        original = self._mm.unload_all_models
+        host_ref = weakref.ref(self)
+
+        def unload_all_models(*args, **kwargs):
+            result = original(*args, **kwargs)
+            host = host_ref()
+            if host is not None:
+                host.unload_all()
+            return result
+
+        unload_all_models.__wrapped__ = original
+        self._mm.unload_all_models = unload_all_models
+
+    # ---- server routes (server.PromptServer) ----
+    def register_route(self, method: str, path: str, handler: Callable) -> None:
+        """Add an aiohttp route to ComfyUI's server (also served under /api by ComfyUI)."""
+        server = sys.modules.get("server")
+        instance = getattr(getattr(server, "PromptServer", None), "instance", None)
+        if instance is None:
+            log.warning("hyvideo: ComfyUI has no running server; route %s %s not registered", method, path)
+            self.routes.append((method.upper(), path, handler))
+            return
+        instance.routes.route(method.upper(), path)(handler)
+
+
+def _extension(name: str) -> str:
+    dot = name.rfind(".")
+    return name[dot:].lower() if dot >= 0 else ""
+
+
+host: ComfyHost | StandaloneHost = ComfyHost() if comfyui_is_running() else StandaloneHost()
