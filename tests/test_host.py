@@ -1,0 +1,100 @@
+"""The standalone host: ComfyUI's folder layout, clear missing-file errors, progress with
+interrupts, devices, unload hooks."""
+from __future__ import annotations
+
+import os
+import weakref
+
+import pytest
+import torch
+
+from harness.pack import pack_module
+from hyvideo_core.errors import CancelledError, InvalidInputError
+
+standalone = pack_module("nodes.host_standalone")
+
+
+@pytest.fixture
+def host(tmp_path):
+    models = tmp_path / "models"
+    for relative in ("unet/a.safetensors", "diffusion_models/sub/b.gguf", "diffusion_models/notes.txt",
+                     "diffusion_models/.hidden.safetensors", "clip/clip_l.safetensors", "vae/v.sft"):
+        (models / relative).parent.mkdir(parents=True, exist_ok=True)
+        (models / relative).write_bytes(b"x")
+    return standalone.StandaloneHost(models, tmp_path / "out", tmp_path / "tmp")
+
+
+def test_model_folders_follow_comfyui(host, tmp_path):
+    assert host.filenames("diffusion_models") == ["a.safetensors", os.path.join("sub", "b.gguf")]
+    assert host.filenames("unet") == host.filenames("diffusion_models")
+    assert host.filenames("text_encoders") == ["clip_l.safetensors"]
+    assert host.full_path("vae", "v.sft") == str(tmp_path / "models" / "vae" / "v.sft")
+    host.add_model_folder("loras", tmp_path / "extra_loras")
+    assert str(tmp_path / "extra_loras") in host.folders("loras")
+
+
+def test_missing_files_name_the_folders_searched(host, tmp_path):
+    with pytest.raises(InvalidInputError) as error:
+        host.full_path("diffusion_models", "hunyuan_video_t2v_720p_bf16.safetensors")
+    message = str(error.value)
+    assert str(tmp_path / "models" / "diffusion_models") in message and str(tmp_path / "models" / "unet") in message
+    assert "a.safetensors" in message  # what is there instead
+    with pytest.raises(InvalidInputError, match="unknown"):
+        host.filenames("checkpoints_typo")
+
+
+def test_relative_names_cannot_escape_the_folders(host):
+    with pytest.raises(InvalidInputError):
+        host.full_path("vae", "../unet/a.safetensors")
+
+
+def test_progress_reports_and_stops_on_interrupt(host):
+    seen = []
+    host.on_progress = lambda node, value, total, preview: seen.append((node, value, total, None if preview is None
+                                                                        else preview.shape))
+    bar = host.progress(3, node_id="7")
+    bar.update(1, preview_rgb=torch.rand(8, 6, 3))
+    bar.update(5)
+    assert seen == [("7", 1, 3, (8, 6, 3)), ("7", 3, 3, None)]
+    host.interrupt()
+    with pytest.raises(CancelledError):
+        bar.update(2)
+    host.check_interrupt()  # the flag was cleared when raised, as in ComfyUI
+
+
+def test_interruptible_frees_memory_on_failure(host, monkeypatch):
+    freed = []
+    monkeypatch.setattr(host, "free_memory", lambda: freed.append(1))
+    with pytest.raises(CancelledError):
+        with host.interruptible():
+            raise CancelledError("stop")
+    assert freed == [1]
+
+
+def test_devices_and_memory(host):
+    main, offload = host.devices()
+    assert offload == torch.device("cpu") and main.type in ("cpu", "cuda")
+    free, total = host.device_memory()
+    assert 0 < free <= total
+
+
+def test_unload_calls_registered_objects_weakly(host):
+    class Model:
+        unloaded = 0
+
+        def unload(self):
+            Model.unloaded += 1
+
+    kept, dropped = Model(), Model()
+    host.register_unloadable(kept)
+    host.register_unloadable(dropped)
+    ref = weakref.ref(dropped)
+    del dropped
+    assert ref() is None
+    host.unload_all()
+    assert Model.unloaded == 1
+
+
+def test_output_and_temp_folders_are_created(host, tmp_path):
+    assert host.output_dir() == str(tmp_path / "out") and os.path.isdir(tmp_path / "out")
+    assert host.temp_dir() == str(tmp_path / "tmp") and os.path.isdir(tmp_path / "tmp")
