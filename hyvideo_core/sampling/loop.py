@@ -1,0 +1,208 @@
+"""The one sampling loop: text-to-video, video-to-video, keyframe concat, true CFG and cache
+policies all run through `sample`, which owns progress, previews and cancellation.
+
+Latents crossing this API (the v2v input, the keyframe conditioning, the result) are raw VAE
+latents in ComfyUI's LATENT convention; the loop works in the model's scaled space
+(see latent_format.py for the one conversion).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+
+from ..errors import InvalidInputError
+from .cache import CachePolicy, CacheReport, installed
+from .guidance import GuidanceSettings, GuidedVelocity
+from .hooks import SamplingHooks
+from .latent_format import latent_dict, to_model_space, to_raw_latent
+from .noise import LatentPlan, noise_to_sigma, plan_from_latent, plan_latent, seeded_noise
+from .preview import latent_to_rgb
+from .schedule import SigmaSchedule, plan_schedule
+from .solvers import make_solver
+from .text_inputs import check_prompt, prompt_for_batch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    steps: int = 50
+    shift: float = 7.0                 # official default for every resolution
+    solver: str = "euler"              # or "dpm++2m"
+    seed: int = 0
+    embedded_guidance: float = 6.0
+    cfg_scale: float = 1.0             # > 1 turns on true CFG (needs negative embeds)
+    cfg_mode: str = "batched"          # or "sequential" (half the activation peak)
+    denoise: float = 1.0               # < 1: video-to-video strength
+    start_step: int = 0
+    end_step: int | None = None
+    add_noise: bool = True             # False: the input latent is already noised to the start sigma
+
+    @property
+    def guidance(self) -> GuidanceSettings:
+        return GuidanceSettings(self.embedded_guidance, self.cfg_scale, self.cfg_mode)
+
+
+@dataclass
+class SamplingResult:
+    latent: torch.Tensor               # raw VAE latent [B,16,T,h,w] (ComfyUI LATENT convention)
+    plan: LatentPlan                   # generated size and any snapping of the requested one
+    schedule: SigmaSchedule
+    forwards: int                      # DiT forward calls
+    cache: CacheReport | None = None
+    notes: tuple[str, ...] = field(default=())   # size snapping and unused inputs, also logged
+
+    def as_latent(self) -> dict:
+        return latent_dict(self.latent)
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    plan: LatentPlan
+    init: torch.Tensor | None          # scaled v2v latent
+    concat: torch.Tensor | None        # scaled keyframe conditioning
+
+
+def sample(model, embeds, options: SamplingOptions = SamplingOptions(), *, width: int | None = None,
+           height: int | None = None, frames: int | None = None, batch_size: int = 1,
+           init_latent: torch.Tensor | None = None, keyframe_latent: torch.Tensor | None = None,
+           cache: CachePolicy | None = None, hooks: SamplingHooks | None = None,
+           device: torch.device | str | None = None) -> SamplingResult:
+    """Sample a video latent. Give the size (width, height, frames) or an `init_latent` (v2v)."""
+    schedule = plan_schedule(options.steps, options.shift, options.denoise, options.start_step, options.end_step)
+    solver = make_solver(options.solver)
+    guidance = options.guidance
+    guidance.check()
+    notes: list[str] = []
+    inputs = _resolve_inputs(model, width, height, frames, batch_size, init_latent, keyframe_latent, options, notes)
+    _check_embeds(model, embeds, guidance, inputs.plan.batch, notes)
+    if not model.config.guidance_embed:
+        _note(notes, f"this DiT has no guidance embedding; embedded_guidance={guidance.embedded} is not used")
+    hooks = hooks or SamplingHooks()
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+
+    batch = inputs.plan.batch
+    negative = prompt_for_batch(embeds.negative, batch, device) if guidance.true_cfg else None
+    velocity = GuidedVelocity(model, guidance, prompt_for_batch(embeds.positive, batch, device), negative,
+                              None if inputs.concat is None else inputs.concat.to(device))
+    x = _start_latent(inputs, schedule, options, device)
+    total = schedule.active_steps
+    with installed(model, cache if cache is not None else model.cache):
+        policy = model.cache
+        if policy is not None:
+            policy.start_run(total)
+        solver.reset()
+        try:
+            with torch.no_grad():
+                x = _run_steps(x, velocity, solver, schedule, hooks)
+            report = policy.report() if policy is not None else None
+        except BaseException:
+            x = velocity = None
+            raise
+        finally:
+            solver.reset()          # drop the solver's history and the cached tensors, also on cancel
+            if policy is not None:
+                policy.release()
+    return SamplingResult(to_raw_latent(x), inputs.plan, schedule, velocity.forwards, report,
+                          (*inputs.plan.adjustments, *notes))
+
+
+def _note(notes: list[str], message: str) -> None:
+    """Something the user asked for that changes or is not used: logged and returned."""
+    log.warning("HunyuanVideo sampling: %s.", message)
+    notes.append(message)
+
+
+def _run_steps(x, velocity, solver, schedule: SigmaSchedule, hooks: SamplingHooks) -> torch.Tensor:
+    total = schedule.active_steps
+    v = None
+    try:
+        for k, i in enumerate(schedule.indices()):
+            hooks.check_cancelled(k, total)
+            v = velocity(x, schedule.timestep(i), k)
+            if hooks.preview is not None:
+                hooks.preview(k + 1, total, latent_to_rgb(x - v.float() * float(schedule.sigmas[i])))
+            x = solver.step(x, v, i, schedule.sigmas)
+            v = None
+            if hooks.progress is not None:
+                hooks.progress(k + 1, total)
+        return x
+    except BaseException:
+        # The traceback keeps this frame alive: drop the step buffers before propagating.
+        x = v = None
+        raise
+
+
+def _start_latent(inputs: _Inputs, schedule: SigmaSchedule, options: SamplingOptions, device) -> torch.Tensor:
+    sigma = schedule.start_sigma
+    if inputs.init is not None and not options.add_noise:
+        return inputs.init.to(device).float()
+    noise = seeded_noise(inputs.plan.shape, options.seed, device)
+    if inputs.init is None:
+        return noise if sigma == 1.0 else noise * sigma
+    return noise_to_sigma(inputs.init.to(device), noise, sigma)
+
+
+def _resolve_inputs(model, width, height, frames, batch_size, init_latent, keyframe_latent,
+                    options: SamplingOptions, notes: list[str]) -> _Inputs:
+    if init_latent is not None:
+        plan = plan_from_latent(tuple(init_latent.shape))
+        asked = {"width": width, "height": height, "frames": frames}
+        implied = {"width": plan.width, "height": plan.height, "frames": plan.frames}
+        wrong = {k: v for k, v in asked.items() if v is not None and v != implied[k]}
+        if batch_size not in (1, plan.batch):
+            wrong["batch_size"] = batch_size
+        if wrong:
+            raise InvalidInputError(
+                f"init_latent: shape {list(init_latent.shape)} means {plan.batch} video(s) of "
+                f"{plan.width}x{plan.height}x{plan.frames}, but {wrong} was also given; leave the size unset for "
+                "video-to-video.")
+        if options.denoise == 1.0 and options.start_step == 0 and options.add_noise:
+            _note(notes, "init_latent with denoise=1.0 is fully replaced by noise; only its shape is used")
+    elif None in (width, height, frames):
+        raise InvalidInputError("sample: give width, height and frames, or an init_latent for video-to-video.")
+    else:
+        plan = plan_latent(width, height, frames, batch_size)
+    concat = _keyframe_input(model, keyframe_latent, plan)
+    init = None if init_latent is None else to_model_space(init_latent.float())
+    return _Inputs(plan, init, concat)
+
+
+def _keyframe_input(model, keyframe_latent, plan: LatentPlan) -> torch.Tensor | None:
+    extra = model.config.in_channels - model.config.out_channels
+    if keyframe_latent is None:
+        if extra:
+            raise InvalidInputError(
+                f"keyframe_latent: this DiT takes {model.config.in_channels} input channels (a keyframe model); "
+                "give the encoded keyframe video as keyframe_latent.")
+        return None
+    if extra == 0:
+        raise InvalidInputError(
+            "keyframe_latent: this DiT takes 16 input channels (text-to-video); load the keyframe LoRA to use "
+            "keyframes.")
+    want = (extra, *plan.shape[2:])
+    if keyframe_latent.ndim != 5 or tuple(keyframe_latent.shape[1:]) != want or \
+            keyframe_latent.shape[0] not in (1, plan.batch):
+        raise InvalidInputError(
+            f"keyframe_latent: expected [1 or {plan.batch}, {', '.join(map(str, want))}] to match the video, "
+            f"got {list(keyframe_latent.shape)}.")
+    return to_model_space(keyframe_latent.float()).expand(plan.batch, *want)
+
+
+def _check_embeds(model, embeds, guidance: GuidanceSettings, batch: int, notes: list[str]) -> None:
+    c = model.config
+    if not hasattr(embeds, "positive"):
+        raise InvalidInputError(
+            f"embeds: expected an object with .positive (and .negative), got {type(embeds).__name__}.")
+    check_prompt(embeds.positive, "positive", c.text_dim, c.pooled_text_dim, batch)
+    negative = getattr(embeds, "negative", None)
+    if guidance.true_cfg:
+        if negative is None:
+            raise InvalidInputError(
+                f"cfg_scale={guidance.cfg_scale} needs negative embeds; encode a negative prompt (e.g. "
+                "hyvideo_core.sampling.DEFAULT_NEGATIVE_PROMPT) or set cfg_scale=1.")
+        check_prompt(negative, "negative", c.text_dim, c.pooled_text_dim, batch)
+    elif negative is not None:
+        _note(notes, f"negative embeds are not used at cfg_scale={guidance.cfg_scale} (true CFG needs cfg_scale > 1)")
