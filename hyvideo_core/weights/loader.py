@@ -95,11 +95,12 @@ def load_transformer(source, *, config=None, dtype: torch.dtype | None = None, d
     layout = detect_layout(src)
     shapes = layout.shapes(src)
     cfg = _config_for(config, shapes, src)
-    dtype = dtype or _default_dtype(layout, src)
+    storage = storage or PlainStorage()
+    preferred = getattr(storage, "default_dtype", None)  # e.g. storage_for("fp16") computes in fp16
+    dtype = dtype or (preferred(layout, src) if preferred else None) or _default_dtype(layout, src)
     with torch.device("meta"):
         model = HunyuanVideoTransformer(cfg, dtype=dtype)
     _check_keys(model, layout, shapes, src)
-    storage = storage or PlainStorage()
     storage.load(model, layout, src, dtype, device)
     model.compute_dtype = dtype
     model.attention = backend
