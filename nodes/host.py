@@ -170,6 +170,12 @@ class ComfyHost:
             log.warning("hyvideo: ComfyUI has no running server; route %s %s not registered", method, path)
             self.routes.append((method.upper(), path, handler))
             return
+        taken = {(getattr(r, "method", None), getattr(r, "path", None)) for r in instance.routes}
+        if (method.upper(), path) in taken:
+            # A second copy of the pack (two folders): a duplicate route would stop ComfyUI's start-up.
+            log.warning("hyvideo: route %s %s is already registered (another copy of this pack?); "
+                        "keeping the first", method.upper(), path)
+            return
         instance.routes.route(method.upper(), path)(handler)
 
 

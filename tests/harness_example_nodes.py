@@ -50,7 +50,7 @@ class ExampleRender:
             "model": ("EXAMPLE_MODEL", {"tooltip": "Model with its strength."}),
             "width": ("INT", {"default": 32, "min": 16, "max": 256, "step": 16, "tooltip": "Width in pixels."}),
             "frames": ("INT", {"default": 5, "min": 1, "max": 33, "step": 4, "tooltip": "4k+1 frames."}),
-            "steps": ("INT", {"default": 2, "min": 1, "max": 50, "tooltip": "Model calls."}),
+            "steps": ("INT", {"default": 2, "min": 1, "max": 1000, "tooltip": "Model calls."}),
             "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip": "Noise seed."}),
         }, "hidden": {"unique_id": "UNIQUE_ID"}}
     RETURN_TYPES = ("IMAGE",)
@@ -117,3 +117,17 @@ class ExampleDivide:
 
 NODES = {"ExampleLoader": ExampleLoader, "ExampleStrength": ExampleStrength, "ExampleRender": ExampleRender,
          "ExampleSaveVideo": ExampleSaveVideo, "ExampleDivide": ExampleDivide}
+
+
+def example_prompt(strength=1.0, seed=3, frames=5, unet="tiny_dit.safetensors", steps=2) -> dict:
+    """loader -> strength -> render -> save video, a second sink, and a node that feeds no sink."""
+    return {
+        "1": {"class_type": "ExampleLoader", "inputs": {"unet_name": unet}},
+        "2": {"class_type": "ExampleStrength", "inputs": {"model": ["1", 0], "strength": strength}},
+        "3": {"class_type": "ExampleRender", "inputs": {"model": ["2", 0], "width": 32, "frames": frames,
+                                                         "steps": steps, "seed": seed}},
+        "4": {"class_type": "ExampleSaveVideo", "inputs": {"images": ["3", 0], "filename_prefix": "clip",
+                                                            "format": "mp4"}},
+        "5": {"class_type": "ExampleDivide", "inputs": {"a": 1.0, "b": 2.0}},
+        "9": {"class_type": "ExampleStrength", "inputs": {"model": ["1", 0], "strength": 0.5}},
+    }

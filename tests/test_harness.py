@@ -19,17 +19,8 @@ def runner(tmp_path):
     return pack_runner(models_dir=tmp_path / "models", output_dir=tmp_path / "output", extra_nodes=ex.NODES)
 
 
-def graph(strength=1.0, seed=3, frames=5, unet="tiny_dit.safetensors", steps=2):
-    return {
-        "1": {"class_type": "ExampleLoader", "inputs": {"unet_name": unet}},
-        "2": {"class_type": "ExampleStrength", "inputs": {"model": ["1", 0], "strength": strength}},
-        "3": {"class_type": "ExampleRender", "inputs": {"model": ["2", 0], "width": 32, "frames": frames,
-                                                         "steps": steps, "seed": seed}},
-        "4": {"class_type": "ExampleSaveVideo", "inputs": {"images": ["3", 0], "filename_prefix": "clip",
-                                                            "format": "mp4"}},
-        "5": {"class_type": "ExampleDivide", "inputs": {"a": 1.0, "b": 2.0}},  # a second sink
-        "9": {"class_type": "ExampleStrength", "inputs": {"model": ["1", 0], "strength": 0.5}},  # feeds no sink
-    }
+def graph(**changes):
+    return ex.example_prompt(**changes)
 
 
 def test_prompt_runs_in_dependency_order_and_writes_a_video(runner, tmp_path):

@@ -138,6 +138,15 @@ function drawPlan(node, ctx) {
   ctx.restore();
 }
 
+// ComfyUI serves this folder twice when the pack's folder name differs from its pyproject name
+// (WEB_DIRECTORY and [tool.comfy] web): register once.
+const REGISTERED = Symbol.for("hyvideo.MemoryPlanAndSizes");
+if (!globalThis[REGISTERED]) {
+  globalThis[REGISTERED] = true;
+  registerExtension();
+}
+
+function registerExtension() {
 app.registerExtension({
   name: "hyvideo.MemoryPlanAndSizes",
   async beforeRegisterNodeDef(nodeType, nodeData) {
@@ -179,3 +188,4 @@ app.registerExtension({
     if (node.hyvideoShowsPlan) scheduleRefresh(node);
   },
 });
+}

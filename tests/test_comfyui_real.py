@@ -1,0 +1,246 @@
+"""The pack inside a real ComfyUI (skipped unless COMFYUI_PATH points at a ComfyUI checkout).
+
+    COMFYUI_PATH=/path/to/ComfyUI COMFYUI_PYTHON=/path/to/its/venv/bin/python pytest tests/test_comfyui_real.py
+
+ComfyUI is started on 127.0.0.1 (a free port) with --cpu, a temporary base directory, and an
+extra-model-paths yaml that lists a temporary custom_nodes folder holding a symlink to this pack
+and model folders holding tiny models under the public file names the workflows use. Only the
+process started here is stopped.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from harness import api_workflows, file_inputs, load_json, load_pack, with_inputs
+from harness_example_nodes import example_prompt
+from tiny_models import write_dit, write_models
+
+COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
+pytestmark = [pytest.mark.comfyui,
+              pytest.mark.skipif(not COMFYUI_PATH, reason="set COMFYUI_PATH to a ComfyUI checkout to run")]
+aiohttp = pytest.importorskip("aiohttp")
+
+PACK_FOLDER = "hyvideo"                    # the symlink's name: ComfyUI serves our JS under /extensions/hyvideo/
+SMALL = {"width": 64, "height": 64, "frames": 5, "length": 5, "num_frames": 5, "steps": 2}
+START_TIMEOUT, RUN_TIMEOUT = 180, 600
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def small_prompt(path: Path) -> dict:
+    return with_inputs(load_json(path), SMALL)
+
+
+@pytest.fixture(scope="module")
+def comfy(tmp_path_factory):
+    root = tmp_path_factory.mktemp("comfyui")
+    (root / "custom_nodes").mkdir()
+    (root / "base" / "custom_nodes").mkdir(parents=True)  # ComfyUI lists its base folder's too
+    (root / "custom_nodes" / PACK_FOLDER).symlink_to(Path(__file__).resolve().parents[1], target_is_directory=True)
+    names = set().union(*(file_inputs(load_json(p)) for p in api_workflows())) if api_workflows() else set()
+    write_models(root / "models", names)
+    write_dit(root / "models" / "diffusion_models" / "tiny_dit.safetensors")
+    # A second pack with the harness's example nodes: they reach ComfyUI only through our host,
+    # so running them checks nodes/host.py's ComfyUI side (folders, progress, previews, interrupt).
+    (root / "custom_nodes" / "hyvideo_examples.py").write_text(
+        f"import sys\nsys.path.append({str(Path(__file__).parent)!r})\n"
+        "from harness.pack import load_pack\nload_pack()  # makes hyvideo_core importable\n"
+        "from harness_example_nodes import NODES as NODE_CLASS_MAPPINGS\n")
+    yaml = root / "extra_model_paths.yaml"
+    yaml.write_text(f"hyvideo_tests:\n    base_path: {root / 'models'}\n    diffusion_models: diffusion_models\n"
+                    f"    text_encoders: text_encoders\n    vae: vae\n    loras: loras\n"
+                    f"    custom_nodes: {root / 'custom_nodes'}\n")
+    port = free_port()
+    log_path = root / "comfyui.log"
+    command = [os.environ.get("COMFYUI_PYTHON", sys.executable), "main.py", "--cpu", "--listen", "127.0.0.1",
+               "--port", str(port), "--extra-model-paths-config", str(yaml), "--base-directory", str(root / "base"),
+               "--database-url", f"sqlite:///{root / 'comfyui.db'}", "--disable-auto-launch", "--disable-api-nodes"]
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, cwd=COMFYUI_PATH, stdout=log, stderr=subprocess.STDOUT)
+    server = {"url": f"http://127.0.0.1:{port}", "ws": f"ws://127.0.0.1:{port}/ws", "log": log_path,
+              "output": root / "base" / "output", "process": process}
+    try:
+        wait_until_up(server)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def wait_until_up(server) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if server["process"].poll() is not None:
+            pytest.fail(f"ComfyUI exited with {server['process'].returncode}:\n{log_tail(server)}")
+        try:
+            status, _ = asyncio.run(http(server, "GET", "/system_stats"))
+            if status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"ComfyUI did not answer within {START_TIMEOUT} s:\n{log_tail(server)}")
+
+
+def log_tail(server, lines: int = 60) -> str:
+    return "\n".join(Path(server["log"]).read_text(errors="replace").splitlines()[-lines:])
+
+
+async def http(server, method: str, path: str, body=None):
+    async with aiohttp.ClientSession() as session:
+        async with session.request(method, server["url"] + path, json=body) as response:
+            text = await response.text()
+            return response.status, (json.loads(text) if text and text[0] in "[{" else text)
+
+
+async def run_prompt(server, prompt: dict, interrupt_after_progress: bool = False) -> tuple[dict, list]:
+    """Queue `prompt`, follow the websocket to the end; returns (history entry, ws events)."""
+    client_id = uuid.uuid4().hex
+    events = []  # text events of this prompt, plus {"type": "binary_preview"} for preview frames
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(f"{server['ws']}?clientId={client_id}") as ws:
+            async with session.post(server["url"] + "/prompt", json={"prompt": prompt, "client_id": client_id}) as r:
+                queued = await r.json()
+                assert r.status == 200, f"prompt refused: {json.dumps(queued, indent=1)[:3000]}"
+            prompt_id = queued["prompt_id"]
+            interrupted = False
+            async with asyncio.timeout(RUN_TIMEOUT):
+                async for message in ws:
+                    if message.type == aiohttp.WSMsgType.BINARY:
+                        events.append({"type": "binary_preview", "data": {"bytes": len(message.data)}})
+                        continue
+                    if message.type != aiohttp.WSMsgType.TEXT:
+                        continue
+                    event = json.loads(message.data)
+                    data = event.get("data", {})
+                    if data.get("prompt_id") != prompt_id:
+                        continue
+                    events.append(event)
+                    if event["type"] == "progress" and interrupt_after_progress and not interrupted:
+                        interrupted = True
+                        await session.post(server["url"] + "/interrupt")
+                    if event["type"] in ("execution_error", "execution_interrupted") or (
+                            event["type"] == "executing" and data.get("node") is None):
+                        break
+        async with session.get(f"{server['url']}/history/{prompt_id}") as r:
+            history = (await r.json()).get(prompt_id, {})
+    return history, events
+
+
+def test_object_info_lists_every_node_and_the_web_extension(comfy):
+    pack = load_pack()
+    status, info = asyncio.run(http(comfy, "GET", "/object_info"))
+    assert status == 200
+    missing = sorted(set(pack.NODE_CLASS_MAPPINGS) - set(info))
+    assert missing == [], f"not registered: {missing}\n{log_tail(comfy)}"
+    for node_id in pack.NODE_CLASS_MAPPINGS:
+        assert info[node_id]["python_module"] == f"custom_nodes.{PACK_FOLDER}"
+        assert info[node_id]["display_name"] == pack.NODE_DISPLAY_NAME_MAPPINGS[node_id]
+    assert "IMPORT FAILED" not in Path(comfy["log"]).read_text(errors="replace")
+    _, extensions = asyncio.run(http(comfy, "GET", "/extensions"))
+    assert f"/extensions/{PACK_FOLDER}/hyvideo.js" in extensions
+
+
+def test_plan_route_is_served_by_comfyui(comfy):
+    status, body = asyncio.run(http(comfy, "GET", "/api/hyvideo/plan?width=960&height=544&frames=129"))
+    assert status in (200, 501), body  # 501 until the engine's planner lands
+    assert ("peak_bytes" in body) if status == 200 else ("planner not available" in body["error"])
+    status, body = asyncio.run(http(comfy, "GET", "/hyvideo/plan?width=abc"))
+    assert status == 400 and "width" in body["error"]
+
+
+@pytest.mark.parametrize("workflow", api_workflows(), ids=lambda p: p.stem)
+def test_api_workflow_runs_to_completion(comfy, workflow):
+    history, events = asyncio.run(run_prompt(comfy, small_prompt(workflow)))
+    types = [e["type"] for e in events]
+    assert history.get("status", {}).get("status_str") == "success", f"{types}\n{events[-1:]}\n{log_tail(comfy)}"
+    files = [item for ui in history["outputs"].values() for key in ("videos", "images", "gifs")
+             for item in ui.get(key, [])]
+    assert files, f"no output files in {history['outputs']}"
+    for item in files:
+        path = comfy["output"] / item.get("subfolder", "") / item["filename"]
+        assert path.is_file() and path.stat().st_size > 0
+
+
+def test_missing_model_file_is_a_node_error(comfy):
+    if not api_workflows():
+        pytest.skip("no workflows/api/*.json yet")
+    prompt = small_prompt(api_workflows()[0])
+    name = sorted(file_inputs(prompt))[0]
+    for node in prompt.values():
+        node["inputs"] = {k: ("no_such_model.safetensors" if v == name else v) for k, v in node["inputs"].items()}
+    status, body = asyncio.run(http(comfy, "POST", "/prompt", {"prompt": prompt}))
+    assert status == 400
+    errors = [e for entry in body["node_errors"].values() for e in entry["errors"]]
+    assert any(e["type"] == "value_not_in_list" and "no_such_model.safetensors" in e["details"] for e in errors)
+
+
+def test_interrupt_during_a_long_run_leaves_no_video(comfy):
+    samplers = [p for p in api_workflows() if any("steps" in n["inputs"] for n in load_json(p).values())]
+    if not samplers:
+        pytest.skip("no API workflow with a sampler (a 'steps' input) yet")
+    prompt = with_inputs(small_prompt(samplers[0]), {"steps": 500})
+    before = set(comfy["output"].rglob("*")) if comfy["output"].exists() else set()
+    started = time.monotonic()
+    history, events = asyncio.run(run_prompt(comfy, prompt, interrupt_after_progress=True))
+    assert events[-1]["type"] == "execution_interrupted", [e["type"] for e in events]
+    assert time.monotonic() - started < RUN_TIMEOUT
+    assert history.get("status", {}).get("status_str") == "error"
+    after = set(comfy["output"].rglob("*")) if comfy["output"].exists() else set()
+    assert after == before, f"files left behind: {sorted(map(str, after - before))}"
+
+
+def test_host_inside_comfyui_runs_caches_previews_and_saves(comfy):
+    first, events = asyncio.run(run_prompt(comfy, example_prompt(strength=1.0)))
+    assert first["status"]["status_str"] == "success", f"{events[-1:]}\n{log_tail(comfy)}"
+    progress = [e["data"] for e in events if e["type"] == "progress"]
+    assert [(p["node"], p["value"], p["max"]) for p in progress] == [("3", 1, 2), ("3", 2, 2)]
+    assert sum(e["type"] == "binary_preview" for e in events) == 2  # one JPEG preview per step
+    video = first["outputs"]["4"]["videos"][0]
+    assert (comfy["output"] / video["filename"]).stat().st_size > 0
+    assert first["outputs"]["5"] == {"text": ["0.5"]}
+    # Same semantics as the harness: a changed strength re-runs downstream only; the loader is cached.
+    _, events = asyncio.run(run_prompt(comfy, example_prompt(strength=0.5)))
+    cached = next(e["data"]["nodes"] for e in events if e["type"] == "execution_cached")
+    executed = [e["data"]["node"] for e in events if e["type"] == "executing" and e["data"]["node"]]
+    assert sorted(cached) == ["1", "5"] and executed == ["2", "3", "4"]
+
+
+def test_unknown_model_file_is_refused_with_the_available_ones(comfy):
+    prompt = example_prompt()
+    del prompt["5"]  # with another valid sink ComfyUI would answer 200 and run that one
+    prompt["1"]["inputs"]["unet_name"] = "hunyuan_video_t2v_720p_bf16.safetensors"
+    status, body = asyncio.run(http(comfy, "POST", "/prompt", {"prompt": prompt}))
+    assert status == 400
+    error = body["node_errors"]["1"]["errors"][0]
+    assert error["type"] == "value_not_in_list"
+    assert "hunyuan_video_t2v_720p_bf16.safetensors" in error["details"] and "tiny_dit.safetensors" in error["details"]
+
+
+def test_interrupt_inside_comfyui_stops_our_node_and_leaves_no_video(comfy):
+    before = set(comfy["output"].rglob("*"))
+    prompt = example_prompt(steps=400, seed=11)
+    del prompt["5"]
+    history, events = asyncio.run(run_prompt(comfy, prompt, interrupt_after_progress=True))
+    assert events[-1]["type"] == "execution_interrupted" and events[-1]["data"]["node_id"] == "3"
+    assert sum(e["type"] == "progress" for e in events) < 400
+    assert history["status"]["status_str"] == "error"
+    assert set(comfy["output"].rglob("*")) == before
