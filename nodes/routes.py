@@ -4,10 +4,12 @@ frontend extension shows on the loader and sampler nodes.
     GET /hyvideo/plan?width=1280&height=720&frames=129&weight_format=fp8_e4m3fn&attention=sdpa
                      &double_blocks_to_swap=auto&single_blocks_to_swap=20&true_cfg=0&vae_tiling=auto
     200 {"peak_bytes": int, "breakdown": {name: bytes}, "fits": bool, "budget_bytes": int,
-         "device": {"name", "free_bytes", "total_bytes"}, "settings": {...}, ...planner extras}
+         "swap": {"double", "single"}, "notes": [...], "summary": str, "message"?: str (nothing fits),
+         "device": {"name", "free_bytes", "total_bytes"}, "settings": {...}}
     400 {"error": "..."} for a bad parameter;  501 {"error": "..."} when the planner is missing
 
-Every parameter is optional (defaults: the official 720p, 129 frames, bf16 settings). The
+Every parameter is optional (defaults: the official 720p, 129 frames, bf16 settings); a swap
+count of `auto` picks the least swapping that fits the budget (budget_gb, else the device). The
 handler is built per host so it runs the same in ComfyUI (PromptServer routes) and on a bare
 aiohttp app in the tests.
 """
@@ -19,12 +21,12 @@ import logging
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
-from hyvideo_core.errors import HyVideoError, InvalidInputError
+from hyvideo_core.errors import HyVideoError, InvalidInputError, OutOfMemoryError
 
 log = logging.getLogger(__name__)
 
 PLAN_PATH = "/hyvideo/plan"
-PLANNER_FUNCTION = ("hyvideo_core.runtime.planner", "estimate_from_settings")
+PLANNER_MODULE = "hyvideo_core.runtime.planner"
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,9 @@ def parse_plan_query(query: Mapping[str, str]) -> PlanSettings:
     for name in ("width", "height", "frames", "batch"):
         if name in values and values[name] < 1:
             raise InvalidInputError(f"plan: {name} must be at least 1, got {values[name]}.")
-    return PlanSettings(**values)
+    settings = PlanSettings(**values)
+    vae_tiles(settings.vae_tiling)
+    return settings
 
 
 def _parse_value(name: str, raw: str, default):
@@ -75,19 +79,55 @@ def _parse_value(name: str, raw: str, default):
                                 f"(expected something like {default!r}).") from None
 
 
-def default_planner() -> Callable:
-    """The engine's planner function; raises ImportError/AttributeError until it exists."""
-    module_name, function_name = PLANNER_FUNCTION
-    return getattr(importlib.import_module(module_name), function_name)
+def default_planner() -> Callable[[PlanSettings, int], dict]:
+    """The engine's planner (hyvideo_core.runtime.planner) behind the route's settings; raises
+    ImportError/AttributeError when this version of the engine has none."""
+    engine = importlib.import_module(PLANNER_MODULE)
+    make_inputs, plan, auto_swap = engine.PlanInputs, engine.plan, engine.auto_swap
+
+    def estimate(settings: PlanSettings, budget: int) -> dict:
+        tile_px, tile_frames = vae_tiles(settings.vae_tiling)
+        inputs = make_inputs(weight_format=settings.weight_format, width=settings.width, height=settings.height,
+                             frames=settings.frames, batch=settings.batch, cfg_batched=settings.true_cfg,
+                             attention=settings.attention, swap_double=settings.double_blocks_to_swap or 0,
+                             swap_single=settings.single_blocks_to_swap or 0, vae_tile_px=tile_px,
+                             vae_tile_frames=tile_frames)
+        if settings.double_blocks_to_swap is not None and settings.single_blocks_to_swap is not None:
+            return plan_to_dict(plan(inputs))
+        try:
+            return plan_to_dict(auto_swap(inputs, budget))
+        except OutOfMemoryError as error:  # nothing fits: show the most frugal plan and why
+            return {**plan_to_dict(error.suggestion), "message": str(error)}
+
+    return estimate
 
 
-def plan_response(settings: PlanSettings, planner: Callable, host) -> dict:
+def vae_tiles(vae_tiling: str) -> tuple[int | None, int | None]:
+    """'auto' (the engine's default tiles) | 'off' | '<pixels>,<frames>'."""
+    if vae_tiling == "auto":
+        return 256, 64
+    if vae_tiling == "off":
+        return None, None
+    try:
+        pixels, frames = (int(part) for part in vae_tiling.split(","))
+        return pixels, frames
+    except ValueError:
+        raise InvalidInputError(f"plan: vae_tiling={vae_tiling!r}; use 'auto', 'off' or '<pixels>,<frames>' "
+                                f"such as '256,64'.") from None
+
+
+def plan_to_dict(plan) -> dict:
+    return {"peak_bytes": int(plan.peak), "breakdown": {k: int(v) for k, v in plan.breakdown.items()},
+            "sampling_peak_bytes": int(plan.sampling_peak), "decode_peak_bytes": int(plan.decode_peak),
+            "peak_point": plan.peak_point, "swap": {"double": plan.swap[0], "single": plan.swap[1]},
+            "notes": list(plan.notes), "summary": plan.describe()}
+
+
+def plan_response(settings: PlanSettings, planner: Callable[[PlanSettings, int], dict], host) -> dict:
     main, _ = host.devices()
     free, total = host.device_memory(main)
     budget = int(settings.budget_gb * 1024**3) if settings.budget_gb is not None else total
-    arguments = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings) if f.name != "budget_gb"}
-    plan = planner(**arguments, budget_bytes=budget)
-    result = plan.to_dict() if hasattr(plan, "to_dict") else dataclasses.asdict(plan)
+    result = planner(settings, budget)
     peak = int(result["peak_bytes"])
     return {**result, "peak_bytes": peak, "budget_bytes": budget, "fits": peak <= budget,
             "device": {"name": str(main), "free_bytes": free, "total_bytes": total},

@@ -1,8 +1,6 @@
 """GET /hyvideo/plan on a bare aiohttp app, through aiohttp's test client."""
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 from aiohttp import web
 
@@ -14,22 +12,15 @@ routes = pack.nodes.routes
 host = pack.nodes.host.host
 
 
-@dataclasses.dataclass
-class CountedPlan:
-    peak_bytes: int
-    breakdown: dict
-
-
 def latent_bytes_planner(calls):
     """A stand-in with the planner's signature: bytes of an fp32 latent, so values can be checked."""
-    def estimate_from_settings(*, width, height, frames, batch, weight_format, attention, double_blocks_to_swap,
-                               single_blocks_to_swap, true_cfg, vae_tiling, budget_bytes):
-        calls.append(dict(locals()))
-        if weight_format == "int3":
+    def estimate(settings, budget):
+        calls.append((settings, budget))
+        if settings.weight_format == "int3":
             raise InvalidInputError("weight_format: 'int3' is not a known format.")
-        latent = batch * 16 * ((frames - 1) // 4 + 1) * (height // 8) * (width // 8) * 4
-        return CountedPlan(peak_bytes=latent * (2 if true_cfg else 1), breakdown={"latents": latent})
-    return estimate_from_settings
+        latent = settings.batch * 16 * ((settings.frames - 1) // 4 + 1) * (settings.height // 8) * (settings.width // 8) * 4
+        return {"peak_bytes": latent * (2 if settings.true_cfg else 1), "breakdown": {"latents": latent}}
+    return estimate
 
 
 async def client_for(aiohttp_client, planner):
@@ -53,9 +44,9 @@ async def test_plan_route_passes_parsed_settings_and_answers_json(aiohttp_client
     assert body["budget_bytes"] == 24 * 1024**3 and body["fits"] is True
     assert body["device"]["total_bytes"] > 0 and body["device"]["name"] == "cpu"
     assert body["settings"]["width"] == 960
-    (call,) = calls
-    assert call["double_blocks_to_swap"] is None and call["single_blocks_to_swap"] == 20
-    assert call["true_cfg"] is True and call["weight_format"] == "fp8_e4m3fn"
+    ((settings, budget),) = calls
+    assert settings.double_blocks_to_swap is None and settings.single_blocks_to_swap == 20
+    assert settings.true_cfg is True and settings.weight_format == "fp8_e4m3fn" and budget == 24 * 1024**3
 
 
 @pytest.mark.asyncio
@@ -63,7 +54,7 @@ async def test_plan_defaults_are_the_official_settings_and_budget_is_the_device(
     calls = []
     client = await client_for(aiohttp_client, latent_bytes_planner(calls))
     body = await (await client.get("/hyvideo/plan")).json()
-    assert (calls[0]["width"], calls[0]["height"], calls[0]["frames"]) == (1280, 720, 129)
+    assert (calls[0][0].width, calls[0][0].height, calls[0][0].frames) == (1280, 720, 129)
     assert body["budget_bytes"] == body["device"]["total_bytes"]
     small = await (await client.get("/hyvideo/plan?budget_gb=0.001")).json()
     assert small["fits"] is False
@@ -72,6 +63,7 @@ async def test_plan_defaults_are_the_official_settings_and_budget_is_the_device(
 @pytest.mark.asyncio
 @pytest.mark.parametrize("query, named", [("width=abc", "width"), ("frames=0", "frames"),
                                           ("true_cfg=maybe", "true_cfg"), ("colour=red", "colour"),
+                                          ("vae_tiling=big", "vae_tiling"),
                                           ("weight_format=int3", "int3")])
 async def test_bad_parameters_answer_400_naming_them(aiohttp_client, query, named):
     client = await client_for(aiohttp_client, latent_bytes_planner([]))
@@ -82,7 +74,7 @@ async def test_bad_parameters_answer_400_naming_them(aiohttp_client, query, name
 
 @pytest.mark.asyncio
 async def test_missing_planner_answers_501(aiohttp_client, monkeypatch):
-    monkeypatch.setattr(routes, "PLANNER_FUNCTION", ("hyvideo_core.runtime.no_such_planner", "estimate"))
+    monkeypatch.setattr(routes, "PLANNER_MODULE", "hyvideo_core.runtime.no_such_planner")
     client = await client_for(aiohttp_client, None)
     response = await client.get("/hyvideo/plan")
     assert response.status == 501
@@ -90,15 +82,29 @@ async def test_missing_planner_answers_501(aiohttp_client, monkeypatch):
 
 
 @pytest.mark.asyncio
-async def test_real_planner_when_it_exists(aiohttp_client):
+async def test_the_engine_planner_answers_through_the_route(aiohttp_client):
     try:
         routes.default_planner()
     except (ImportError, AttributeError):
-        pytest.skip(f"{'.'.join(routes.PLANNER_FUNCTION)} has not landed yet")
+        pytest.skip(f"{routes.PLANNER_MODULE} has not landed yet")
     client = await client_for(aiohttp_client, None)
-    small = await (await client.get("/hyvideo/plan?width=544&height=960&frames=129&budget_gb=80")).json()
-    large = await (await client.get("/hyvideo/plan?width=720&height=1280&frames=129&budget_gb=80")).json()
+
+    async def get(query):
+        response = await client.get(f"/hyvideo/plan?{query}")
+        assert response.status == 200, await response.text()
+        return await response.json()
+
+    small = await get("width=960&height=544&frames=129&budget_gb=80")
+    large = await get("width=1280&height=720&frames=129&budget_gb=80")
     assert 0 < small["peak_bytes"] < large["peak_bytes"]
+    assert "DiT weights (resident)" in small["breakdown"] and small["swap"] == {"double": 0, "single": 0}
+    fitted = await get("width=1280&height=720&frames=129&weight_format=fp8_e4m3fn&double_blocks_to_swap=auto"
+                       "&single_blocks_to_swap=auto&budget_gb=24")
+    assert fitted["fits"] is True and fitted["swap"]["double"] + fitted["swap"]["single"] > 0
+    nothing = await get("double_blocks_to_swap=auto&single_blocks_to_swap=auto&budget_gb=4")
+    assert nothing["fits"] is False and "nothing fits" in nothing["message"]
+    bad = await client.get("/hyvideo/plan?width=1000")
+    assert bad.status == 400 and "multiples of 16" in (await bad.json())["error"]
 
 
 def test_routes_mount_on_a_route_table_and_on_the_host():
