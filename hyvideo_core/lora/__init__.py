@@ -5,10 +5,11 @@
     set_strengths(model, {lora.name: 0.5})                   # no reload
     remove_loras(model)                                      # base weights back, bit-exact
 """
-from .apply import MODES, LoraSpec, apply_loras, remove_loras, set_strengths
+from .apply import MODES, apply_loras, remove_loras, set_strengths
 from .blocks import BlockStrengths
 from .formats import LoraFile, LoraPart, ModuleLora, UnmatchedKey, load_lora, parse_lora
 from .report import LoraMatch, LoraReport, RequantisationError
+from .resolve import LoraSpec
 
 __all__ = ["BlockStrengths", "LoraFile", "LoraMatch", "LoraPart", "LoraReport", "LoraSpec", "MODES", "ModuleLora",
            "RequantisationError", "UnmatchedKey", "apply_loras", "load_lora", "parse_lora", "remove_loras",
