@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import api_workflows, file_inputs, load_json, load_pack, with_inputs
+from harness import SMALL_SETTINGS, api_workflows, file_inputs, load_json, load_pack, with_inputs
 from harness_example_nodes import example_prompt
 from tiny_models import write_dit, write_models
 
@@ -31,7 +31,6 @@ pytestmark = [pytest.mark.comfyui,
 aiohttp = pytest.importorskip("aiohttp")
 
 PACK_FOLDER = "hyvideo"                    # the symlink's name: ComfyUI serves our JS under /extensions/hyvideo/
-SMALL = {"width": 64, "height": 64, "frames": 5, "length": 5, "num_frames": 5, "steps": 2}
 START_TIMEOUT, RUN_TIMEOUT = 180, 600
 
 
@@ -42,7 +41,7 @@ def free_port() -> int:
 
 
 def small_prompt(path: Path) -> dict:
-    return with_inputs(load_json(path), SMALL)
+    return with_inputs(load_json(path), SMALL_SETTINGS)
 
 
 @pytest.fixture(scope="module")

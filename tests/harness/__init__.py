@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from .executor import HarnessLimitation, PromptRunner, RunResult, execution_order
 from .pack import PACK_ROOT, load_pack, pack_module
-from .prompts import api_workflows, file_inputs, load_json, ui_workflows, with_files, with_inputs
+from .prompts import SMALL_SETTINGS, api_workflows, file_inputs, load_json, ui_workflows, with_files, with_inputs
 from .ui_workflow import WorkflowError, prompt_differences, ui_to_api
 from .validation import Validation, validate_prompt
 
@@ -25,6 +25,6 @@ def pack_runner(models_dir=None, output_dir=None, temp_dir=None, extra_nodes: di
     return PromptRunner({**pack.NODE_CLASS_MAPPINGS, **(extra_nodes or {})}, host)
 
 
-__all__ = ["HarnessLimitation", "PACK_ROOT", "PromptRunner", "RunResult", "Validation", "WorkflowError",
+__all__ = ["SMALL_SETTINGS", "HarnessLimitation", "PACK_ROOT", "PromptRunner", "RunResult", "Validation", "WorkflowError",
            "api_workflows", "execution_order", "file_inputs", "load_json", "load_pack", "pack_module", "pack_runner",
            "prompt_differences", "ui_to_api", "ui_workflows", "validate_prompt", "with_files", "with_inputs"]

@@ -8,6 +8,8 @@ from pathlib import Path
 from .validation import is_link
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
+# Sizes that make a workflow run in seconds on the CPU with tiny models (by input name).
+SMALL_SETTINGS = {"width": 64, "height": 64, "frames": 5, "length": 5, "num_frames": 5, "steps": 2}
 
 
 def api_workflows() -> list[Path]:
