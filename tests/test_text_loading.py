@@ -191,6 +191,14 @@ def test_tokenizer_of_another_model_is_refused(text_files, tmp_path):
         llama_from(text_files, text_files["llm_fp16"], tokenizer=tmp_path / "t")
 
 
+def test_incomplete_file(text_files, tmp_path):
+    state = comfy_llama_state(text_files["llama"])
+    del state["model.layers.1.mlp.down_proj.weight"]
+    save_file(state, str(tmp_path / "cut.safetensors"))
+    with pytest.raises(CheckpointError, match="1 tensors of the LlamaModel are missing.*layers.1.mlp.down_proj"):
+        llama_from(text_files, tmp_path / "cut.safetensors")
+
+
 def test_shape_mismatch_and_bad_options(text_files):
     with pytest.raises(CheckpointError, match="has shape"):
         llama_from(text_files, text_files["llm_fp16"], config={**LLAMA_OVERRIDES, "num_attention_heads": 2,

@@ -12,7 +12,8 @@ import torch
 from safetensors.torch import save_file
 
 from hyvideo_core.text.precision import quantize_fp8
-from hyvideo_core.text.templates import DEFAULT_NEGATIVE_PROMPT, IMAGE_TEMPLATE_TEXT, VIDEO_TEMPLATE_TEXT, PromptTemplate
+from hyvideo_core.text.templates import (DEFAULT_NEGATIVE_PROMPT, IMAGE_TEMPLATE_TEXT, VIDEO_TEMPLATE_TEXT,
+                                         PromptTemplate)
 
 LLAMA_SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
                   "<|eot_id|>", "<pad>"]

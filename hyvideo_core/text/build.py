@@ -100,17 +100,10 @@ def fill(model: nn.Module, source: TensorSource, prefix: str, dtype: torch.dtype
     """
     report = BuildReport(source.name, prefix)
     copy = isinstance(source, DictSource)  # never alias a caller's tensors
-    missing, consumed = [], set()
-    for name, param in list(model.named_parameters()):
-        key = prefix + name[len(module_prefix):]
-        if key not in source:
-            missing.append(key)
-            continue
-        if tuple(source.shape(key)) != tuple(param.shape):
-            raise CheckpointError(
-                f"{source.name}: tensor '{key}' has shape {list(source.shape(key))}, the model "
-                f"config expects {list(param.shape)}. The file does not match the config (wrong "
-                "file, or a config override that does not fit it).")
+    plan = [(name, param, prefix + name[len(module_prefix):]) for name, param in model.named_parameters()]
+    _check_plan(source, model, plan)  # before reading anything: a bad file fails in milliseconds
+    consumed = set()
+    for name, param, key in plan:
         owner_name, _, attr = name.rpartition(".")
         owner = model.get_submodule(owner_name) if owner_name else model
         scale = file_scale(source, key)
@@ -122,12 +115,22 @@ def fill(model: nn.Module, source: TensorSource, prefix: str, dtype: torch.dtype
         report.fp8_layers += int(keep_fp8)
         consumed.add(key)
         report.loaded += 1
+    _sort_leftovers(source, prefix, consumed, is_unused, report)
+    return report
+
+
+def _check_plan(source: TensorSource, model: nn.Module, plan) -> None:
+    missing = [key for _, _, key in plan if key not in source]
     if missing:
         raise CheckpointError(
             f"{source.name}: {len(missing)} tensors of the {type(model).__name__} are missing, e.g. "
             f"{missing[:4]}. The file is incomplete or has a different layout.")
-    _sort_leftovers(source, prefix, consumed, is_unused, report)
-    return report
+    for _, param, key in plan:
+        if tuple(source.shape(key)) != tuple(param.shape):
+            raise CheckpointError(
+                f"{source.name}: tensor '{key}' has shape {list(source.shape(key))}, the model "
+                f"config expects {list(param.shape)}. The file does not match the config (wrong "
+                "file, or a config override that does not fit it).")
 
 
 def _stored(raw: torch.Tensor, scale, dtype, fp8_dtype, owner: nn.Module) -> torch.Tensor:
@@ -165,7 +168,8 @@ def module_prefix(model: nn.Module, layout: TowerLayout) -> str:
     for name, _ in model.named_parameters():
         if name.endswith(layout.anchor):
             return name[: -len(layout.anchor)]
-    raise CheckpointError(f"{type(model).__name__}: has no parameter '...{layout.anchor}' (transformers changed?).")
+    raise CheckpointError(
+        f"{type(model).__name__}: has no parameter '...{layout.anchor}' (a transformers version we do not know?).")
 
 
 def check_materialized(model: nn.Module, source_name: str) -> None:

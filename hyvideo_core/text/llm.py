@@ -78,7 +78,7 @@ class LlamaTower:
         crop, suffix_len = len(prefix), self._suffix_len[template.text]
         max_length = crop + text_len
         sequences, counts, dropped = [], [], []
-        for prompt, ids in zip(prompts, text_ids(self.tokenizer, [template.render(p) for p in prompts])):
+        for ids in text_ids(self.tokenizer, [template.render(p) for p in prompts]):
             full = self._start() + ids
             self._check_prefix_in_context(full, prefix, template)
             n_prompt = max(0, len(full) - crop - suffix_len)

@@ -12,6 +12,7 @@ or ComfyUI's clip_l.safetensors with `clip_tokenizer`.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import re
@@ -25,7 +26,8 @@ from ..errors import CheckpointError, InvalidInputError, MissingPackageError
 from ..weights.reader import ShardedSource, TensorSource, open_tensors
 from .build import CLIP_LAYOUT, LLAMA_LAYOUT, check_materialized, fill, find_prefix, module_prefix
 from .clip import ClipTower
-from .configs import clip_config_from_folder, clip_config_from_shapes, llama_config_from_folder, llama_config_from_shapes
+from .configs import (clip_config_from_folder, clip_config_from_shapes, llama_config_from_folder,
+                      llama_config_from_shapes)
 from .encoder import EncoderInfo, TextEncoder
 from .llm import DEFAULT_SKIP_LAYERS, LlamaTower, drop_final_layers
 from .precision import fp8_storage_dtype, resolve_storage, use_casting_linears
@@ -124,10 +126,9 @@ def load_clip_tower(clip, tokenizer, dtype, device, config=None) -> ClipTower:
     prefix = find_prefix(source, CLIP_LAYOUT)
     tok, tok_folder = load_clip_tokenizer(where.tokenizer_candidates)
     built = where.config_folder is None and not isinstance(config, tf.CLIPTextConfig)
+    special = {"bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, "pad_token_id": pad_token_id(tok)}
     cfg = _config(config, tf.CLIPTextConfig, where.config_folder, clip_config_from_folder,
-                  lambda over: clip_config_from_shapes(source.shapes(), prefix,
-                                                       {"bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id,
-                                                        "pad_token_id": pad_token_id(tok), **over}))
+                  lambda over: clip_config_from_shapes(source.shapes(), prefix, {**special, **over}))
     _check_vocab(tok, pad_token_id(tok), cfg.vocab_size, tok_folder, source.name)
     _check_clip_eos(cfg, tok, tok_folder, built)
     with torch.device("meta"):
@@ -145,7 +146,7 @@ def load_clip_tower(clip, tokenizer, dtype, device, config=None) -> ClipTower:
 
 def _config(config, config_class, folder, from_folder, from_shapes):
     if isinstance(config, config_class):
-        return config
+        return copy.deepcopy(config)  # the loader edits it (dropped layers, EOS id)
     if config is not None and not isinstance(config, Mapping):
         raise InvalidInputError(
             f"config: expected a {config_class.__name__} or a dict of overrides, got {type(config).__name__}.")

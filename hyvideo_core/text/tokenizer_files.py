@@ -102,7 +102,7 @@ def _load(folder: Path, fast_only: bool):
     try:
         from transformers import AutoTokenizer, PreTrainedTokenizerFast
     except ImportError as exc:  # pragma: no cover - transformers is a dependency
-        raise MissingPackageError("The text encoder needs the `transformers` package: pip install transformers") from exc
+        raise MissingPackageError("The text encoder needs `transformers`: pip install transformers") from exc
     try:
         if fast_only:
             return PreTrainedTokenizerFast.from_pretrained(str(folder))
