@@ -1,0 +1,185 @@
+"""Memory planner: will this run fit on the GPU, and with how much block swapping?
+
+`plan(PlanInputs(...))` predicts the peak main-device memory of a text-to-video run from counted
+bytes, phase by phase:
+- sampling: resident DiT weights + block-swap slots + the largest block's activations (with the
+  attention workspace of the chosen backend and the dequantisation temporaries of fp8/GGUF
+  weights, see activations.py) + latents and text conditioning;
+- decoding: the VAE's largest tile activation (vae_memory.py) + VAE weights + the decoded video,
+  plus the DiT weights that are still resident unless `unload_dit_for_decode`.
+A fixed reserve (CUDA context, allocator fragmentation) is added to the peak.
+
+`auto_swap(inputs, budget)` returns the plan with the fewest swapped bytes that fits (swapped bytes
+are what crosses PCIe every step), or raises OutOfMemoryError naming the smallest budget that
+would work. The text encoders are assumed to be off the GPU while sampling (they run first).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+
+from ..errors import InvalidInputError, OutOfMemoryError
+from ..model.config import PRESETS, DiTConfig
+from .activations import Tokens, block_peak, dequant_workspace
+from .block_swap import packed_bytes
+from .vae_memory import vae_decode_bytes
+from .weight_table import WeightTable, compute_dtype_for, table_for_format
+
+GiB = 2**30
+BACKENDS = ("sdpa", "sdpa_math", "flash", "sage")
+
+
+@dataclass(frozen=True)
+class PlanInputs:
+    config: DiTConfig = PRESETS["hunyuan-video-13b"]
+    weight_format: str = "bf16"          # bf16 | fp16 | fp32 | fp8_e4m3fn | fp8_e5m2 | fp8_scaled | Q8_0 | Q4_K | ...
+    width: int = 1280
+    height: int = 720
+    frames: int = 129
+    batch: int = 1                       # videos per call
+    cfg_batched: bool = False            # true CFG with cond+uncond in one batch doubles activations
+    swap_double: int = 0
+    swap_single: int = 0
+    offload_txt_in: bool = False
+    offload_img_in: bool = False
+    prefetch: bool = True
+    attention: str = "sdpa"              # sdpa (fused kernels) | sdpa_math | flash | sage
+    text_tokens: int = 256
+    vae_tile_px: int | None = 256        # spatial decode tile in pixels (None: untiled)
+    vae_tile_frames: int | None = 64     # temporal decode tile in frames (None: untiled)
+    vae_dtype: torch.dtype = torch.float16
+    unload_dit_for_decode: bool = False
+    compute_dtype: torch.dtype | None = None   # default: the format's dtype, bf16 for fp8/GGUF
+    reserve: int = GiB // 2
+    weights: WeightTable | None = None   # exact table of a loaded model (plan_for_model)
+
+    def replace(self, **changes) -> "PlanInputs":
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Plan:
+    inputs: PlanInputs
+    breakdown: dict[str, int]            # sampling-phase terms, then decode-phase terms
+    sampling_peak: int
+    decode_peak: int
+    peak: int                            # max of the phases + reserve
+    peak_point: str                      # where the block activations peak
+    swap: tuple[int, int]                # (double, single) actually swapped (clamped)
+    notes: list[str] = field(default_factory=list)
+
+    def fits(self, budget: int) -> bool:
+        return self.peak <= budget
+
+    def describe(self) -> str:
+        i = self.inputs
+        lines = [f"{i.width}x{i.height}x{i.frames} {i.weight_format}, batch {i.batch * (2 if i.cfg_batched else 1)}, "
+                 f"attention {i.attention}, swap {self.swap[0]} double + {self.swap[1]} single"
+                 + (" + txt_in" if i.offload_txt_in else "") + f": peak {self.peak / GiB:.2f} GiB"]
+        lines += [f"  {name:<34} {value / GiB:8.2f} GiB" for name, value in self.breakdown.items()]
+        lines.append(f"  {'sampling phase':<34} {self.sampling_peak / GiB:8.2f} GiB  (activation peak at {self.peak_point})")
+        lines.append(f"  {'decode phase':<34} {self.decode_peak / GiB:8.2f} GiB")
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def latent_grid(inputs: PlanInputs) -> tuple[int, int, int]:
+    if inputs.width % 16 or inputs.height % 16 or (inputs.frames - 1) % 4:
+        raise InvalidInputError(
+            f"planner: {inputs.width}x{inputs.height}x{inputs.frames} is not a valid size: width and height "
+            "must be multiples of 16 and frames 4k+1 (e.g. 1280x720x129).")
+    return (inputs.frames - 1) // 4 + 1, inputs.height // 8, inputs.width // 8
+
+
+def plan(inputs: PlanInputs) -> Plan:
+    if inputs.attention not in BACKENDS:
+        raise InvalidInputError(f"planner: attention={inputs.attention!r}; choose one of {list(BACKENDS)}.")
+    cfg = inputs.config
+    compute = inputs.compute_dtype or compute_dtype_for(inputs.weight_format)
+    table = inputs.weights or table_for_format(cfg, inputs.weight_format, compute)
+    n_double, n_single = min(inputs.swap_double, cfg.double_blocks), min(inputs.swap_single, cfg.single_blocks)
+    swapped = ([f"double_blocks.{i}" for i in range(n_double)] + [f"single_blocks.{i}" for i in range(n_single)]
+               + [n for n, on in (("txt_in", inputs.offload_txt_in), ("img_in", inputs.offload_img_in)) if on])
+    resident = table.total() - sum(table.unit_bytes(u) for u in swapped)
+    slot_count = 0 if not swapped else (2 if inputs.prefetch and len(swapped) > 1 else 1)
+    slots = slot_count * max((packed_bytes(table.units.get(u, ())) for u in swapped), default=0)
+
+    t, h, w = latent_grid(inputs)
+    pt, ph, pw = cfg.patch_size
+    batch = inputs.batch * (2 if inputs.cfg_batched else 1)
+    tokens = Tokens(batch, (t // pt) * (h // ph) * (w // pw), inputs.text_tokens)
+    numel, kind = table.largest_quantised
+    activations, point = block_peak(cfg, tokens, compute, inputs.attention,
+                                    dq=lambda name: dequant_workspace(numel, kind))
+    latent = batch * cfg.in_channels * t * h * w
+    latents = 6 * latent * 4 + latent * compute.itemsize  # x, noise, velocity, step buffers (fp32) + model input
+    text = 2 * batch * inputs.text_tokens * cfg.text_dim * compute.itemsize
+
+    sampling = {"DiT weights (resident)": resident, "block swap slots": slots,
+                "block activations (peak)": activations, "latents + text": latents + text}
+    decode = vae_decode_bytes(inputs.batch, (t, h, w), inputs.vae_tile_px, inputs.vae_tile_frames, inputs.vae_dtype)
+    dit_during_decode = 0 if inputs.unload_dit_for_decode else resident + slots
+    breakdown = {**sampling, **{f"VAE {k}": v for k, v in decode.items()}}
+    sampling_peak = sum(sampling.values())
+    decode_peak = sum(decode.values()) + dit_during_decode
+    notes = []
+    if (n_double, n_single) != (inputs.swap_double, inputs.swap_single):
+        notes.append(f"swap counts clamped to the model's {cfg.double_blocks} + {cfg.single_blocks} blocks")
+    if inputs.attention == "sdpa":
+        notes.append("sdpa assumes the fused (flash / memory-efficient) kernels; use 'sdpa_math' for the unfused path")
+    peak = max(sampling_peak, decode_peak) + inputs.reserve
+    breakdown["reserve (context, fragmentation)"] = inputs.reserve
+    return Plan(inputs, breakdown, sampling_peak, decode_peak, peak, point, (n_double, n_single), notes)
+
+
+def auto_swap(inputs: PlanInputs, budget: int | None = None, device="auto") -> Plan:
+    """The plan with the least swapped weight bytes whose peak fits `budget` (default: the free
+    memory of the main CUDA device). Raises OutOfMemoryError with the most frugal plan as its
+    suggestion when nothing fits."""
+    if budget is None:
+        budget = _free_budget(device)
+    cfg = inputs.config
+    compute = inputs.compute_dtype or compute_dtype_for(inputs.weight_format)
+    table = inputs.weights or table_for_format(cfg, inputs.weight_format, compute)
+    base = inputs.replace(weights=table)
+    best = None
+    for offload_txt in (False, True):
+        for n_double in range(cfg.double_blocks + 1):
+            for n_single in range(cfg.single_blocks + 1):
+                candidate = plan(base.replace(swap_double=n_double, swap_single=n_single, offload_txt_in=offload_txt))
+                if candidate.fits(budget):
+                    cost = _swapped_bytes(table, candidate)
+                    if best is None or cost < best[0]:
+                        best = (cost, candidate)
+        if best is not None:
+            return best[1]
+    frugal = plan(base.replace(swap_double=cfg.double_blocks, swap_single=cfg.single_blocks, offload_txt_in=True))
+    raise OutOfMemoryError(
+        f"planner: nothing fits in {budget / GiB:.1f} GiB for {inputs.width}x{inputs.height}x{inputs.frames} "
+        f"with {inputs.weight_format} weights: even swapping every block needs {frugal.peak / GiB:.1f} GiB "
+        f"(block activations {frugal.breakdown['block activations (peak)'] / GiB:.1f} GiB). Use a budget of at least "
+        f"{frugal.peak / GiB:.1f} GiB, or lower the resolution/frames, or smaller VAE tiles.", suggestion=frugal)
+
+
+def _swapped_bytes(table: WeightTable, p: Plan) -> int:
+    units = [f"double_blocks.{i}" for i in range(p.swap[0])] + [f"single_blocks.{i}" for i in range(p.swap[1])]
+    units += ["txt_in"] if p.inputs.offload_txt_in else []
+    return sum(table.unit_bytes(u) for u in units)
+
+
+def _free_budget(device) -> int:
+    from .devices import free_bytes, is_cuda, main_device
+    dev = main_device(device)
+    if not is_cuda(dev):
+        raise InvalidInputError(
+            f"auto swap: no budget given and the main device is {dev}, not a CUDA GPU; pass budget=<bytes>.")
+    return int(free_bytes(dev))
+
+
+def plan_for_model(model, **inputs) -> PlanInputs:
+    """PlanInputs priced with the exact tensors of a loaded model (GGUF mixes, scales, adapters)."""
+    from .weight_table import table_for_model
+    return PlanInputs(config=model.config, weights=table_for_model(model),
+                      compute_dtype=getattr(model, "compute_dtype", None), **inputs)
