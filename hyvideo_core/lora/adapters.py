@@ -69,12 +69,7 @@ def layer_adapters(layer: nn.Module) -> list[nn.Module]:
 
 
 def set_layer_adapters(layer: nn.Module, adapters: list[nn.Module]) -> None:
-    """Install the adapters as the `adapters` submodule (so `.to()` and block swapping move them).
-    ops.CastWeights declares a class attribute `adapters = ()`, which shadows a registered
-    submodule on attribute lookup; the instance dict entry makes `layer.adapters` see it."""
-    layer.__dict__.pop("adapters", None)
+    """Install the adapters as the `adapters` submodule (so `.to()` and block swapping move them)."""
     layer._modules.pop("adapters", None)
     if adapters:
-        holder = nn.ModuleList(adapters)
-        layer._modules["adapters"] = holder
-        layer.__dict__["adapters"] = holder
+        layer.adapters = nn.ModuleList(adapters)

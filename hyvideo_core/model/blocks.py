@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from .attention import TokenLayout
 from .layers import (Modulation, TimestepEmbedder, feed_forward, gated_add, gelu_tanh, modulate,
                      text_projection)
-from .rope import apply_rope
+from .rope import rope_joint
 
 
 @dataclass
@@ -21,7 +21,7 @@ class BlockContext:
     """What every block of one forward shares."""
 
     vec: torch.Tensor            # [B, hidden] conditioning vector
-    rope: tuple[torch.Tensor, torch.Tensor]  # (cos, sin) [N_img, head_dim]
+    rope: torch.Tensor           # complex rotation [N_img, 1, head_dim/2] (rope.rope_freqs)
     layout: TokenLayout          # which joint tokens are real
     attention: object            # backend: (q, k, v, layout) -> [B, L, hidden]
 
@@ -108,9 +108,8 @@ class DoubleBlock(nn.Module):
         t_sh1, t_sc1, t_g1, t_sh2, t_sc2, t_g2 = self.txt_mod(ctx.vec)
         iq, ik, iv = self._qkv("img", img, i_sh1, i_sc1)
         tq, tk, tv = self._qkv("txt", txt, t_sh1, t_sc1)
-        cos, sin = ctx.rope
-        q = torch.cat([apply_rope(iq, cos, sin), tq], dim=1)
-        k = torch.cat([apply_rope(ik, cos, sin), tk], dim=1)
+        q = rope_joint(iq, tq, ctx.rope)
+        k = rope_joint(ik, tk, ctx.rope)
         v = torch.cat([iv, tv], dim=1)
         attn = ctx.attention(q, k, v, ctx.layout)
         n_img = img.shape[1]
@@ -142,9 +141,8 @@ class SingleBlock(nn.Module):
         qkv, mlp = self.linear1(modulate(x, shift, scale)).split([3 * self.hidden, self.mlp_hidden], dim=-1)
         q, k, v = split_heads(qkv, self.heads)
         q, k = self.q_norm(q), self.k_norm(k)
-        cos, sin = ctx.rope
-        q = torch.cat([apply_rope(q[:, :n_img], cos, sin), q[:, n_img:]], dim=1)
-        k = torch.cat([apply_rope(k[:, :n_img], cos, sin), k[:, n_img:]], dim=1)
+        q = rope_joint(q[:, :n_img], q[:, n_img:], ctx.rope)
+        k = rope_joint(k[:, :n_img], k[:, n_img:], ctx.rope)
         attn = ctx.attention(q, k, v, ctx.layout)
         return gated_add(x, gate, self.linear2(torch.cat([attn, self.mlp_act(mlp)], dim=-1)))
 

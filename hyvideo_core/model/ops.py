@@ -5,8 +5,8 @@ the storage format is a policy plugged in from outside, not a concern of the mod
 
 - `codec`: how the stored `weight` bytes become a compute tensor (fp8 with scale, GGUF quants;
   see hyvideo_core.weights). None means a plain tensor, cast if needed.
-- `adapters`: runtime low-rank deltas added to the output (unmerged LoRA); each is a callable
-  `adapter(x) -> delta`.
+- `adapters`: an optional nn.ModuleList registered on the layer, of runtime low-rank deltas
+  added to the output (unmerged LoRA); each is a module `adapter(x) -> delta`.
 
 The stored tensors stay module parameters/buffers, so `module.to(device)` (block swapping)
 moves exactly the stored bytes. Never call `model.to(dtype)` on a model holding fp8/GGUF
@@ -31,7 +31,6 @@ class CastWeights:
     """Mixin: decode/cast the stored weight and bias for the input `x`."""
 
     codec = None
-    adapters: tuple = ()
 
     def compute_weight(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.codec is not None:
@@ -39,8 +38,11 @@ class CastWeights:
         return cast_to(self.weight, x), cast_to(self.bias, x)
 
     def add_adapters(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        for adapter in self.adapters:
-            y = y + adapter(x)
+        """Sum the runtime adapters (an nn.ModuleList registered as `layer.adapters`) into y."""
+        adapters = self._modules.get("adapters")
+        if adapters:
+            for adapter in adapters:
+                y = y + adapter(x)
         return y
 
 
@@ -51,14 +53,14 @@ class Linear(CastWeights, nn.Linear):
         else:
             weight, bias = self.compute_weight(x)
             y = F.linear(x, weight, bias)
-        return self.add_adapters(x, y) if self.adapters else y
+        return self.add_adapters(x, y)
 
 
 class Conv3d(CastWeights, nn.Conv3d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight, bias = self.compute_weight(x)
         y = self._conv_forward(x, weight, bias)
-        return self.add_adapters(x, y) if self.adapters else y
+        return self.add_adapters(x, y)
 
 
 class LayerNorm(nn.LayerNorm):
@@ -75,9 +77,10 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim, device=device, dtype=dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return normed.to(x.dtype) * cast_to(self.weight, x)
+        weight = cast_to(self.weight, x)
+        if x.dtype == torch.float32:
+            return F.rms_norm(x, weight.shape, weight, self.eps)
+        return F.rms_norm(x.float(), weight.shape, eps=self.eps).to(x.dtype) * weight
 
 
 default_ops = SimpleNamespace(Linear=Linear, Conv3d=Conv3d, LayerNorm=LayerNorm, RMSNorm=RMSNorm)

@@ -32,11 +32,38 @@ def _cached_tables(grid, dims, theta, device):
     return cos, sin
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate x [B, N, heads, head_dim] by the tables [N, head_dim]; computed in float32."""
-    xf = x.float()
-    pairs = xf.unflatten(-1, (-1, 2))
-    rotated = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
-    cos = cos[:, None, :]
-    sin = sin[:, None, :]
-    return (xf * cos + rotated * sin).to(x.dtype)
+def rope_freqs(grid: tuple[int, int, int], dims: tuple[int, ...], theta: float = 256.0,
+               device: torch.device | str = "cpu") -> torch.Tensor:
+    """The same rotation as complex numbers, [N, 1, head_dim/2] complex64 (broadcasts over heads).
+
+    An interleaved pair (x_2i, x_2i+1) rotated by angle a is the complex product
+    (x_2i + i x_2i+1)(cos a + i sin a): one fused multiply instead of stack/neg/mul/add.
+    """
+    return _cached_freqs(tuple(grid), tuple(dims), float(theta), str(device))
+
+
+@lru_cache(maxsize=16)
+def _cached_freqs(grid, dims, theta, device):
+    cos, sin = _cached_tables(grid, dims, theta, device)
+    return torch.complex(cos[:, 0::2], sin[:, 0::2])[:, None, :]
+
+
+def _as_complex(x: torch.Tensor) -> torch.Tensor:
+    return torch.view_as_complex(x.unflatten(-1, (-1, 2)))
+
+
+def rotate_into(out: torch.Tensor, x: torch.Tensor, freqs: torch.Tensor) -> None:
+    """out[...] = rope(x), computed in float32 (as the reference) and cast to out's dtype."""
+    if x.dtype == torch.float32 and out.dtype == torch.float32:
+        torch.mul(_as_complex(x), freqs, out=_as_complex(out))
+    else:
+        out.copy_(torch.view_as_real(_as_complex(x.float()) * freqs).flatten(-2))
+
+
+def rope_joint(img: torch.Tensor, txt: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    """[rope(img) ; txt] along tokens, [B, N+L, heads, head_dim], written without a concat."""
+    n = img.shape[1]
+    out = img.new_empty(img.shape[0], n + txt.shape[1], *img.shape[2:])
+    rotate_into(out[:, :n], img, freqs)
+    out[:, n:] = txt
+    return out

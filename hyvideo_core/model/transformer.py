@@ -2,7 +2,7 @@
 
 Speed features are policies set from outside, never flags inside the blocks:
 - `attention`: the backend object (see attention.py), chosen at load;
-- `cache`: a cache policy whose `run(model, img, txt, ctx)` replaces `run_blocks`
+- `cache`: a cache policy whose `run(model, e: Embedded) -> img` replaces `run_blocks`
   (TeaCache, first-block cache);
 - `placement`: a block placement policy whose `enter(block)` / `exit(block)` bracket every block
   (block swapping moves weights there; the default does nothing);
@@ -21,7 +21,7 @@ from .blocks import BlockContext, DoubleBlock, FinalLayer, SingleBlock, TokenRef
 from .config import DiTConfig
 from .layers import TimestepEmbedder, vector_embedder
 from .ops import default_ops
-from .rope import rope_tables
+from .rope import rope_freqs
 
 
 class StayInPlace:
@@ -103,7 +103,7 @@ class HunyuanVideoTransformer(nn.Module):
         img = self.img_in(x.to(dtype))
         txt = self.txt_in(text_states.to(dtype), t, text_mask)
         grid = self.grid(x.shape)
-        rope = rope_tables(grid, self.config.rope_dims, self.config.rope_theta, x.device)
+        rope = rope_freqs(grid, self.config.rope_dims, self.config.rope_theta, x.device)
         layout = TokenLayout.build(img.shape[1], text_mask)
         return Embedded(img, txt, BlockContext(vec, rope, layout, self.attention), grid)
 

@@ -205,10 +205,13 @@ def sniff(path: Path) -> str:
         head = fh.read(16)
     if head[:4] == b"GGUF":
         return "gguf"
-    if head[:2] == b"PK" or head[:2] == b"\x80\x02" or head[:1] == b"\x80":
+    if head[:2] == b"PK":
         return "torch"
+    # Before the legacy-pickle test: a safetensors header length may start with byte 0x80.
     if len(head) >= 9 and head[8:9] == b"{":
         return "safetensors"
+    if head[:1] == b"\x80":
+        return "torch"
     return "unknown"
 
 
