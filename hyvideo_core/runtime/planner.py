@@ -96,16 +96,23 @@ def latent_grid(inputs: PlanInputs) -> tuple[int, int, int]:
 def plan(inputs: PlanInputs) -> Plan:
     if inputs.attention not in BACKENDS:
         raise InvalidInputError(f"planner: attention={inputs.attention!r}; choose one of {list(BACKENDS)}.")
-    cfg = inputs.config
     compute = inputs.compute_dtype or compute_dtype_for(inputs.weight_format)
-    table = inputs.weights or table_for_format(cfg, inputs.weight_format, compute)
-    n_double, n_single = min(inputs.swap_double, cfg.double_blocks), min(inputs.swap_single, cfg.single_blocks)
-    swapped = ([f"double_blocks.{i}" for i in range(n_double)] + [f"single_blocks.{i}" for i in range(n_single)]
-               + [n for n, on in (("txt_in", inputs.offload_txt_in), ("img_in", inputs.offload_img_in)) if on])
-    resident = table.total() - sum(table.unit_bytes(u) for u in swapped)
-    slot_count = 0 if not swapped else (2 if inputs.prefetch and len(swapped) > 1 else 1)
-    slots = slot_count * max((packed_bytes(table.units.get(u, ())) for u in swapped), default=0)
+    table = inputs.weights or table_for_format(inputs.config, inputs.weight_format, compute)
+    return _assemble(inputs, table, _workload(inputs, table, compute))
 
+
+@dataclass(frozen=True)
+class _Workload:
+    """Everything in a plan that does not depend on the swap counts."""
+
+    activations: int
+    point: str
+    latents_text: int
+    decode: dict[str, int]
+
+
+def _workload(inputs: PlanInputs, table: WeightTable, compute: torch.dtype) -> _Workload:
+    cfg = inputs.config
     t, h, w = latent_grid(inputs)
     pt, ph, pw = cfg.patch_size
     batch = inputs.batch * (2 if inputs.cfg_batched else 1)
@@ -116,14 +123,25 @@ def plan(inputs: PlanInputs) -> Plan:
     latent = batch * cfg.in_channels * t * h * w
     latents = 6 * latent * 4 + latent * compute.itemsize  # x, noise, velocity, step buffers (fp32) + model input
     text = 2 * batch * inputs.text_tokens * cfg.text_dim * compute.itemsize
+    decode = vae_decode_bytes(inputs.batch, (t, h, w), inputs.vae_tile_px, inputs.vae_tile_frames, inputs.vae_dtype)
+    return _Workload(activations, point, latents + text, decode)
+
+
+def _assemble(inputs: PlanInputs, table: WeightTable, work: _Workload) -> Plan:
+    cfg = inputs.config
+    n_double, n_single = min(inputs.swap_double, cfg.double_blocks), min(inputs.swap_single, cfg.single_blocks)
+    swapped = ([f"double_blocks.{i}" for i in range(n_double)] + [f"single_blocks.{i}" for i in range(n_single)]
+               + [n for n, on in (("txt_in", inputs.offload_txt_in), ("img_in", inputs.offload_img_in)) if on])
+    resident = table.total() - sum(table.unit_bytes(u) for u in swapped)
+    slot_count = 0 if not swapped else (2 if inputs.prefetch and len(swapped) > 1 else 1)
+    slots = slot_count * max((packed_bytes(table.units.get(u, ())) for u in swapped), default=0)
 
     sampling = {"DiT weights (resident)": resident, "block swap slots": slots,
-                "block activations (peak)": activations, "latents + text": latents + text}
-    decode = vae_decode_bytes(inputs.batch, (t, h, w), inputs.vae_tile_px, inputs.vae_tile_frames, inputs.vae_dtype)
+                "block activations (peak)": work.activations, "latents + text": work.latents_text}
     dit_during_decode = 0 if inputs.unload_dit_for_decode else resident + slots
-    breakdown = {**sampling, **{f"VAE {k}": v for k, v in decode.items()}}
+    breakdown = {**sampling, **{f"VAE {k}": v for k, v in work.decode.items()}}
     sampling_peak = sum(sampling.values())
-    decode_peak = sum(decode.values()) + dit_during_decode
+    decode_peak = sum(work.decode.values()) + dit_during_decode
     notes = []
     if (n_double, n_single) != (inputs.swap_double, inputs.swap_single):
         notes.append(f"swap counts clamped to the model's {cfg.double_blocks} + {cfg.single_blocks} blocks")
@@ -131,7 +149,7 @@ def plan(inputs: PlanInputs) -> Plan:
         notes.append("sdpa assumes the fused (flash / memory-efficient) kernels; use 'sdpa_math' for the unfused path")
     peak = max(sampling_peak, decode_peak) + inputs.reserve
     breakdown["reserve (context, fragmentation)"] = inputs.reserve
-    return Plan(inputs, breakdown, sampling_peak, decode_peak, peak, point, (n_double, n_single), notes)
+    return Plan(inputs, breakdown, sampling_peak, decode_peak, peak, work.point, (n_double, n_single), notes)
 
 
 def auto_swap(inputs: PlanInputs, budget: int | None = None, device="auto") -> Plan:
@@ -144,11 +162,14 @@ def auto_swap(inputs: PlanInputs, budget: int | None = None, device="auto") -> P
     compute = inputs.compute_dtype or compute_dtype_for(inputs.weight_format)
     table = inputs.weights or table_for_format(cfg, inputs.weight_format, compute)
     base = inputs.replace(weights=table)
+    plan(base)  # validates the inputs
+    work = _workload(base, table, compute)
     best = None
     for offload_txt in (False, True):
         for n_double in range(cfg.double_blocks + 1):
             for n_single in range(cfg.single_blocks + 1):
-                candidate = plan(base.replace(swap_double=n_double, swap_single=n_single, offload_txt_in=offload_txt))
+                candidate = _assemble(base.replace(swap_double=n_double, swap_single=n_single,
+                                                   offload_txt_in=offload_txt), table, work)
                 if candidate.fits(budget):
                     cost = _swapped_bytes(table, candidate)
                     if best is None or cost < best[0]:

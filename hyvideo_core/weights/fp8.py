@@ -63,6 +63,8 @@ def dequantize_tensor(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
 class Fp8Codec:
     """The codec of an fp8 layer (shared by all fp8 layers of a model; state lives in the layer)."""
 
+    can_store = True  # LoRA merges: dequantize -> add in float32 -> store with a fresh scale
+
     def __init__(self, fast: bool = False, capability=None):
         self.fast = fast
         # device -> (major, minor) | None; injectable so dispatch is testable without a GPU.

@@ -30,6 +30,8 @@ _PLAIN = (Q.F32, Q.F16, Q.BF16)
 class GgufCodec:
     """Codec of one GGUF-quantised layer."""
 
+    can_store = False  # merging needs unmerged adapters (re-quantising to K-quants is not offered)
+
     def __init__(self, qtype: Q, shape: tuple[int, ...]):
         self.qtype = qtype
         self.shape = tuple(shape)
