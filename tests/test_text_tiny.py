@@ -1,5 +1,5 @@
-"""Tiny text towers for the text tests, built offline: byte-level BPE tokenizers trained in the
-test on a few sentences (with the Llama-3 chat tokens / CLIP's BOS-EOS as special tokens),
+"""Tiny text towers for the text tests, built offline: byte-level BPE tokenizers trained on a few
+sentences (hyvideo_core.demo's builders, with the Llama-3 chat tokens / CLIP's BOS-EOS),
 random transformers Llama and CLIP models, and the files users have (Hugging Face folders,
 ComfyUI single files incl. scaled fp8). The other test_text_* files import these fixtures.
 """
@@ -11,71 +11,18 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from hyvideo_core.demo import (CLIP_SPECIALS, LLAMA_SPECIALS, save_clip_tokenizer, save_llama_tokenizer,  # noqa: F401
+                               tiny_clip_config, tiny_llama_config)
 from hyvideo_core.text.precision import quantize_fp8
-from hyvideo_core.text.templates import (DEFAULT_NEGATIVE_PROMPT, IMAGE_TEMPLATE_TEXT, VIDEO_TEMPLATE_TEXT,
-                                         PromptTemplate)
+from hyvideo_core.text.templates import PromptTemplate
 
-LLAMA_SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
-                  "<|eot_id|>", "<pad>"]
-CLIP_SPECIALS = ["<|startoftext|>", "<|endoftext|>"]
-CORPUS = [VIDEO_TEMPLATE_TEXT, IMAGE_TEMPLATE_TEXT, DEFAULT_NEGATIVE_PROMPT,
-          "A cat walks on the grass, realistic style.", "a red fox jumps over a lazy dog at sunset"] * 2
 LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
            "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
-
-
-def _bpe(specials: list[str], single: str, vocab_size: int):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(CORPUS, trainer)
-    tok.post_processor = processors.TemplateProcessing(
-        single=single, special_tokens=[(s, tok.token_to_id(s)) for s in specials])
-    return tok
-
-
-def save_llama_tokenizer(folder: Path) -> Path:
-    from transformers import PreTrainedTokenizerFast
-
-    # The post-processor adds BOS like Llama-3's; the reference-style hand computation uses it.
-    tok = _bpe(LLAMA_SPECIALS, "<|begin_of_text|> $A", 600)
-    PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|end_of_text|>",
-                            pad_token="<pad>").save_pretrained(str(folder))
-    return folder
-
-
-def save_clip_tokenizer(folder: Path) -> Path:
-    from transformers import PreTrainedTokenizerFast
-
-    tok = _bpe(CLIP_SPECIALS, "<|startoftext|> $A <|endoftext|>", 500)
-    PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|startoftext|>", eos_token="<|endoftext|>",
-                            pad_token="<|endoftext|>").save_pretrained(str(folder))
-    return folder
 
 
 def load_tokenizer(folder: Path):
     from transformers import PreTrainedTokenizerFast
     return PreTrainedTokenizerFast.from_pretrained(str(folder))
-
-
-def tiny_llama_config(vocab_size: int = 640):
-    from transformers import LlamaConfig
-    # initializer_range 0.2 so every layer changes the hidden state visibly.
-    return LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=96, num_hidden_layers=5,
-                       num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=1024,
-                       rms_norm_eps=1e-5, rope_theta=500000.0, initializer_range=0.2,
-                       bos_token_id=0, eos_token_id=1, pad_token_id=5)
-
-
-def tiny_clip_config(eos_token_id: int, vocab_size: int = 520):
-    from transformers import CLIPTextConfig
-    return CLIPTextConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                          num_attention_heads=2, max_position_embeddings=77, hidden_act="quick_gelu",
-                          initializer_range=0.2, bos_token_id=0, eos_token_id=eos_token_id, pad_token_id=eos_token_id)
 
 
 # Overrides that let the code-built configs (real 8B / CLIP-L constants) describe the tiny files.
