@@ -119,3 +119,12 @@ def test_scaling_factor_at_the_latent_boundary(vae):
     assert vae.config.scaling_factor == SCALING_FACTOR == 0.476986
     torch.testing.assert_close(vae.to_model_latent(raw), raw * 0.476986)
     torch.testing.assert_close(vae.from_model_latent(vae.to_model_latent(raw)), raw)
+
+
+def test_bf16_decode_is_close():
+    vae16 = hyvideo_core.load_vae(golden_path("vae", "weights.safetensors"),
+                                  config=golden_json("vae", "config.json"), dtype="bf16")
+    case = golden_tensors("vae", "cases", "decode.safetensors")
+    out = vae16.decode(case["latent"])
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), case["video"], atol=0.15, rtol=0)

@@ -50,7 +50,7 @@ class CausalConv3d(nn.Module):
         spatial_up = (1,) + tuple(upsample[1:]) if upsample else None
         for start in range(0, geometry.t_out, step):
             stop = min(start + step, geometry.t_out)
-            chunk = x.index_select(2, geometry.source_frames(start, stop))
+            chunk = x.index_select(2, geometry.source_frames(start, stop).to(x.device))
             if norm is not None:
                 chunk = _apply_norm_silu(chunk, norm, stats)
             result = self.conv(geometry.pad(_upsample(chunk, spatial_up), time=False))
@@ -129,21 +129,25 @@ def _upsample(x: torch.Tensor, factor: tuple[int, int, int] | None) -> torch.Ten
 
 
 def _group_stats(x: torch.Tensor, norm: nn.GroupNorm) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per (sample, group) mean and 1/std over all frames, accumulated chunk by chunk in float64."""
-    b, c = x.shape[:2]
-    groups = norm.num_groups
-    total = torch.zeros(b, groups, dtype=torch.float64, device=x.device)
-    squares = torch.zeros_like(total)
+    """Per (sample, group) mean and 1/std over all frames, from per-chunk float32 moments merged
+    with Chan's parallel formula (stable, and no float64, which is slow on consumer GPUs)."""
+    b, groups = x.shape[0], norm.num_groups
+    count = mean = m2 = None
     step = max(1, STREAM_CHUNK_BYTES // max(x[:, :, :1].numel() * 4, 1))
     for start in range(0, x.shape[2], step):
-        chunk = x[:, :, start:start + step].reshape(b, groups, -1).double()
-        total += chunk.sum(-1)
-        squares += chunk.square().sum(-1)
+        chunk = x[:, :, start:start + step].reshape(b, groups, -1).float()
+        n = chunk.shape[-1]
+        var, avg = torch.var_mean(chunk, dim=-1, correction=0)
         del chunk
-    count = x[0, : c // groups].numel()
-    mean = total / count
-    var = (squares / count - mean.square()).clamp_(min=0)
-    return mean.float(), torch.rsqrt(var + norm.eps).float()
+        if count is None:
+            count, mean, m2 = n, avg, var * n
+            continue
+        delta = avg - mean
+        total = count + n
+        mean = mean + delta * (n / total)
+        m2 = m2 + var * n + delta.square() * (count * n / total)
+        count = total
+    return mean, torch.rsqrt(m2 / count + norm.eps)
 
 
 def _apply_norm_silu(chunk: torch.Tensor, norm: nn.GroupNorm, stats) -> torch.Tensor:

@@ -150,21 +150,23 @@ def encode_axes(tiles: TileSpec, config: VAEConfig) -> tuple[AxisTiling | None, 
 Runner = Callable[[torch.Tensor], torch.Tensor]
 
 
-def tiled_decode(z: torch.Tensor, decode: Runner, tiles: TileSpec, config: VAEConfig) -> torch.Tensor:
-    """Decode latents [B, C, T, H, W] tile by tile; `decode` maps a latent tile to video."""
+def tiled_decode(z: torch.Tensor, decode: Runner, tiles: TileSpec, config: VAEConfig,
+                 out_device: torch.device | str | None = None) -> torch.Tensor:
+    """Decode latents [B, C, T, H, W] tile by tile; `decode` maps a latent tile to video. The
+    result is assembled on `out_device` (default: where the tiles are computed)."""
     spatial, temporal = decode_axes(tiles, config)
     s, t = config.spatial_compression, config.temporal_compression
 
-    def by_space(chunk: torch.Tensor) -> torch.Tensor:
+    def by_space(chunk: torch.Tensor, device=None) -> torch.Tensor:
         h, w = chunk.shape[-2:]
         if spatial is None or (h <= spatial.tile_in and w <= spatial.tile_in):
             return decode(chunk)
-        return tile_space(chunk, decode, spatial, (h * s, w * s))
+        return tile_space(chunk, decode, spatial, (h * s, w * s), device)
 
     frames = z.shape[2]
     if temporal is None or frames <= temporal.tile_in - 1:
-        return by_space(z)
-    return tile_time(z, by_space, temporal, config.sample_frames(frames))
+        return by_space(z, out_device)
+    return tile_time(z, by_space, temporal, config.sample_frames(frames), out_device)
 
 
 def tiled_encode(x: torch.Tensor, encode: Runner, tiles: TileSpec, config: VAEConfig) -> torch.Tensor:
@@ -184,7 +186,8 @@ def tiled_encode(x: torch.Tensor, encode: Runner, tiles: TileSpec, config: VAECo
     return tile_time(x, by_space, temporal, config.latent_frames(frames))
 
 
-def tile_space(x: torch.Tensor, run: Runner, axis: AxisTiling, out_hw: tuple[int, int]) -> torch.Tensor:
+def tile_space(x: torch.Tensor, run: Runner, axis: AxisTiling, out_hw: tuple[int, int],
+               out_device: torch.device | str | None = None) -> torch.Tensor:
     """Raster-order tiles over H and W. Only the blended edge strips of the previous row and of
     the left neighbour are kept, and kept regions go straight into the preallocated output."""
     height, width = x.shape[-2:]
@@ -202,7 +205,7 @@ def tile_space(x: torch.Tensor, run: Runner, axis: AxisTiling, out_hw: tuple[int
             if j > 0 and axis.blend_out:
                 blend(left, tile, axis.blend_out, dim=-1)
             if out is None:
-                out = tile.new_empty(tile.shape[:-2] + out_hw)
+                out = tile.new_empty(tile.shape[:-2] + out_hw, device=out_device or tile.device)
             kept = tile[..., :axis.keep_out, :axis.keep_out]
             kept_h = kept.shape[-2]
             out[..., out_y:out_y + kept_h, out_x:out_x + kept.shape[-1]] = kept
@@ -217,7 +220,8 @@ def tile_space(x: torch.Tensor, run: Runner, axis: AxisTiling, out_hw: tuple[int
     return out
 
 
-def tile_time(x: torch.Tensor, run: Runner, axis: AxisTiling, out_frames: int) -> torch.Tensor:
+def tile_time(x: torch.Tensor, run: Runner, axis: AxisTiling, out_frames: int,
+              out_device: torch.device | str | None = None) -> torch.Tensor:
     """Tiles over frames; a tile after the first drops its first output frame (causal start)."""
     out = None
     tail = None
@@ -229,7 +233,7 @@ def tile_time(x: torch.Tensor, run: Runner, axis: AxisTiling, out_frames: int) -
             if axis.blend_out:
                 blend(tail, tile, axis.blend_out, dim=2)
         if out is None:
-            out = tile.new_empty(tile.shape[:2] + (out_frames,) + tile.shape[3:])
+            out = tile.new_empty(tile.shape[:2] + (out_frames,) + tile.shape[3:], device=out_device or tile.device)
         kept = tile[:, :, :axis.keep_out + (1 if k == 0 else 0)]
         out[:, :, written:written + kept.shape[2]] = kept
         written += kept.shape[2]

@@ -60,7 +60,9 @@ class HunyuanVideoVAE(nn.Module):
             from .tile_choice import choose_encode_tiles
             tiling = choose_encode_tiles(self, video.shape, memory_budget)
         tiles = None if tiling is None else snap_tiles(tiling, self.config)
-        moments = [self._encode_one(v.to(self.device, self.dtype), tiles) for v in video.split(1)]
+        # Latents leave the VAE in float32 whatever its dtype: they are small, and ComfyUI's
+        # LATENT and the sampler expect float32.
+        moments = [self._encode_one(v.to(self.device, self.dtype), tiles).float() for v in video.split(1)]
         return DiagonalGaussian.from_moments(torch.cat(moments) if len(moments) > 1 else moments[0])
 
     def encode_tiled(self, video: torch.Tensor, tiles: TileSpec = TileSpec()) -> DiagonalGaussian:
@@ -123,8 +125,10 @@ class HunyuanVideoVAE(nn.Module):
         out = None
         for index, sample in enumerate(latent.split(1)):
             sample = sample.to(self.device, self.dtype)
-            video = self._decode_plain(sample) if tiles is None else \
-                tiled_decode(sample, self._decode_plain, tiles, self.config)
+            if tiles is None:
+                video = self._decode_plain(sample)
+            else:  # tiles are assembled straight on the output device
+                video = tiled_decode(sample, self._decode_plain, tiles, self.config, out_device=output_device)
             video = video.to(output_device) if output_device is not None else video
             if latent.shape[0] == 1:
                 return video
