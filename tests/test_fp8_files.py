@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 import hyvideo_core
-from conftest import golden_path, golden_tensors
+from conftest import golden_tensors
 from hyvideo_core.errors import CheckpointError
 from hyvideo_core.weights.comfy_names import official_to_comfy
 from hyvideo_core.weights.high_precision import is_quantisable

@@ -144,3 +144,9 @@ def test_other_errors_pass_through_the_guard():
         with oom_guard(_inputs(), budget=24 * GiB):
             raise original
     assert info.value is original
+
+
+def test_auto_swap_keeps_an_asked_for_txt_in_offload():
+    roomy = 80 * GiB
+    assert auto_swap(PlanInputs(weight_format="fp8_scaled", offload_txt_in=True), budget=roomy).inputs.offload_txt_in
+    assert not auto_swap(PlanInputs(weight_format="fp8_scaled"), budget=roomy).inputs.offload_txt_in

@@ -154,8 +154,9 @@ def _assemble(inputs: PlanInputs, table: WeightTable, work: _Workload) -> Plan:
 
 def auto_swap(inputs: PlanInputs, budget: int | None = None, device="auto") -> Plan:
     """The plan with the least swapped weight bytes whose peak fits `budget` (default: the free
-    memory of the main CUDA device). Raises OutOfMemoryError with the most frugal plan as its
-    suggestion when nothing fits."""
+    memory of the main CUDA device). The returned plan's `swap` and `inputs.offload_txt_in` are
+    what to install. Raises OutOfMemoryError with the most frugal plan as its suggestion when
+    nothing fits."""
     if budget is None:
         budget = _free_budget(device)
     cfg = inputs.config
@@ -165,7 +166,8 @@ def auto_swap(inputs: PlanInputs, budget: int | None = None, device="auto") -> P
     plan(base)  # validates the inputs
     work = _workload(base, table, compute)
     best = None
-    for offload_txt in (False, True):
+    # txt_in is offloaded only when asked for or when nothing fits without it (check plan.inputs)
+    for offload_txt in ((True,) if inputs.offload_txt_in else (False, True)):
         for n_double in range(cfg.double_blocks + 1):
             for n_single in range(cfg.single_blocks + 1):
                 candidate = _assemble(base.replace(swap_double=n_double, swap_single=n_single,

@@ -16,8 +16,7 @@ from gguf import GGMLQuantizationType as Q
 from ..errors import CheckpointError, InvalidInputError
 from .dit_format import DiTLayout
 from .gguf import GGUFSource
-from .gguf_dequant import check_supported, dequantize, stored_bytes
-from .high_precision import is_quantisable
+from .gguf_dequant import check_supported, dequantize
 from .lazy import owned, release_pages
 from .loader import assign
 from .storage import StorageReport, _model_bytes
@@ -103,16 +102,3 @@ class GgufStorage:
         for key, recipe in layout.recipes.items():
             check_supported(source.qtype(recipe.sources[0]), f"{source.name}: tensor '{key}'")
 
-
-def gguf_bytes_rule(qtype: Q):
-    """Planner rule: bytes of each tensor when block Linear weights are stored as `qtype`."""
-    check_supported(qtype, "planner")
-
-    def bytes_for(key: str, shape, compute_dtype) -> int:
-        if is_quantisable(key, tuple(shape)):
-            return stored_bytes(qtype, shape)
-        n = 1
-        for s in shape:
-            n *= int(s)
-        return n * compute_dtype.itemsize
-    return bytes_for

@@ -24,10 +24,10 @@ import torch
 import torch.nn as nn
 
 from ..errors import InvalidInputError
-from .diffusers_names import split_module_key, swap_halves
+from .diffusers_names import swap_halves
 from .dit_format import DiTLayout, Recipe
 from .fp8 import FP8_DTYPES, Fp8Codec, dequantize_tensor, install_fp8, quantize
-from .fp8_files import FileScales, file_scales
+from .fp8_files import file_scales
 from .high_precision import is_quantisable
 from .lazy import is_mapped, owned, release_pages
 from .loader import assign
@@ -78,6 +78,7 @@ class StreamingStorage:
     """Shared loop: one official tensor at a time, source pages released after each."""
 
     name = "plain"
+    scale_map = None  # an explicit official `_fp8_map.pt` (else looked up next to the file)
 
     def load(self, model: nn.Module, layout: DiTLayout, source: TensorSource, dtype, device) -> None:
         device = torch.device(device)
@@ -91,8 +92,6 @@ class StreamingStorage:
                     release_pages(part)
         self.report.stored_bytes = _model_bytes(model)
         log.info("%s: %s", source.name, self.report.summary())
-
-    scale_map = None
 
     def store_tensor(self, model, key, recipe, parts, dtype, device) -> None:
         raise NotImplementedError
@@ -138,9 +137,6 @@ class CastStorage(StreamingStorage):
         assign(model, key, self.high_precision(recipe, parts, key, self.dtype, device))
         self.report.plain += 1
 
-    def bytes_for(self, key: str, shape, compute_dtype) -> int:
-        return _numel(shape) * self.dtype.itemsize
-
 
 class Fp8Storage(StreamingStorage):
     """Block Linear weights in fp8 (see high_precision.py), the rest in the compute dtype."""
@@ -184,11 +180,6 @@ class Fp8Storage(StreamingStorage):
         install_fp8(layer, q, scale, self.codec)
         self.report.quantised += 1
 
-    def bytes_for(self, key: str, shape, compute_dtype) -> int:
-        if is_quantisable(key, tuple(shape)):
-            return _numel(shape) * self.fp8_dtype.itemsize + 4  # + the float32 scale_weight
-        return _numel(shape) * compute_dtype.itemsize
-
 
 class AutoStorage:
     """Keep the file's own format (decided when the source is known)."""
@@ -221,13 +212,6 @@ class AutoStorage:
         self.resolved.load(model, layout, source, dtype, device)
         self.name = f"auto:{self.resolved.name}"
         self.report = self.resolved.report
-
-
-def _numel(shape) -> int:
-    n = 1
-    for s in shape:
-        n *= int(s)
-    return n
 
 
 def _model_bytes(model: nn.Module) -> int:
