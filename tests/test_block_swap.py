@@ -178,12 +178,8 @@ class LowRank(nn.Module):
 def _add_adapters(model):
     for block in (model.double_blocks[0], model.single_blocks[0]):
         for layer in (getattr(block, "img_attn_qkv", None), getattr(block, "linear2", None)):
-            if layer is not None:
-                # a registered submodule (moves with .to(), seen by block swapping) that also
-                # shadows ops' class attribute `adapters = ()` (as hyvideo_core.lora does)
-                holder = nn.ModuleList([LowRank(layer)])
-                layer._modules["adapters"] = holder
-                layer.__dict__["adapters"] = holder
+            if layer is not None:  # ops protocol: a registered ModuleList named `adapters`
+                layer.adapters = nn.ModuleList([LowRank(layer)])
 
 
 @pytest.mark.parametrize("fmt", ["fp8_scaled", "Q8_0"])
