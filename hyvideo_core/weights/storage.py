@@ -152,6 +152,13 @@ class Fp8Storage(StreamingStorage):
         else:
             self.name = plain_name
 
+    def load(self, model, layout, source, dtype, device) -> None:
+        if torch.device(device).type == "mps":
+            raise InvalidInputError(
+                f"weight_format={self.name!r}: Apple MPS has no float8 tensors. Load fp8 files with "
+                "weight_format='bf16' (dequantised), or use a GGUF file (e.g. Q8_0) for small weights.")
+        super().load(model, layout, source, dtype, device)
+
     def store_tensor(self, model, key, recipe, parts, dtype, device) -> None:
         shape = (sum(p.shape[0] for p in parts), *parts[0].shape[1:])
         if not is_quantisable(key, shape):
