@@ -236,6 +236,8 @@ class BlockSwap:
         """Uninstall: swapped blocks stay on their host copies, device slots are freed; `to`
         moves the whole model there (e.g. 'cpu' to release the GPU after a cancelled run)."""
         from ..model.transformer import StayInPlace
+        if isinstance(getattr(self, "_copies", None), _CudaCopies):
+            self._copies.stream.synchronize()  # no copy may still be writing into a slot we drop
         for slot in self._slots:
             if slot.bound and slot.unit is not None:
                 slot.unit.bind(slot.unit.host)

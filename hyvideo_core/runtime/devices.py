@@ -5,9 +5,13 @@ is safe on a CPU-only machine.
 """
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from ..errors import InvalidInputError
+
+log = logging.getLogger(__name__)
 
 
 def main_device(name: str | torch.device = "auto") -> torch.device:
@@ -67,11 +71,24 @@ def total_bytes(device: torch.device) -> int | None:
     return None
 
 
+_pin_failed = False
+
+
 def pin(tensor: torch.Tensor) -> torch.Tensor:
-    """Page-locked copy of a CPU tensor (only when CUDA exists to use it); otherwise itself."""
-    if tensor.device.type == "cpu" and torch.cuda.is_available() and not tensor.is_pinned():
+    """Page-locked copy of a CPU tensor (only when CUDA exists to use it); otherwise itself.
+
+    If the OS refuses to lock more memory, the tensor stays pageable (copies then cannot overlap
+    compute) and a warning says so once."""
+    global _pin_failed
+    if _pin_failed or tensor.device.type != "cpu" or not torch.cuda.is_available() or tensor.is_pinned():
+        return tensor
+    try:
         return tensor.pin_memory()
-    return tensor
+    except RuntimeError as exc:
+        _pin_failed = True
+        log.warning("Could not pin host memory for block swapping (%s); continuing with pageable "
+                    "memory, so weight copies will not overlap compute.", str(exc).splitlines()[0])
+        return tensor
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
