@@ -112,10 +112,11 @@ def _apply(model, state: LoraState, resolved: list[ResolvedLora], mode: str, wid
         if how == "merge":
             outcome = _merge(state, module, layer, active, allow_fallback=mode == "auto")
             if outcome is None:
-                notes.append(f"{module}: weights cannot be rewritten ({type(layer.codec).__name__}); runtime adapter used")
                 how = "unmerged"
             elif isinstance(outcome, RequantisationError):
                 requantised.append(outcome)
+        if how == "unmerged" and mode == "auto":
+            notes.append(f"{module}: weights cannot be rewritten ({type(layer.codec).__name__}); runtime adapter used")
         if how == "merge":
             merged.append(module)
         else:
@@ -136,8 +137,8 @@ def _method(layer: nn.Module, mode: str) -> str:
         return "merge"
     if mode == "merge":
         raise InvalidInputError(
-            f"LoRA mode 'merge': a layer is stored as {type(codec).__name__}, which cannot be re-written; "
-            "use mode 'auto' or 'unmerged' (runtime adapters).")
+            f"LoRA mode 'merge': a layer is stored as {type(codec).__name__}, which cannot be re-written. "
+            "Use mode 'auto' or 'unmerged' (runtime adapters).")
     return "unmerged"
 
 

@@ -122,6 +122,15 @@ class HunyuanVideoTransformer(nn.Module):
             img, txt = x[:, :n_img], x[:, n_img:]
         return img, txt
 
+    def modulated_image_input(self, e: Embedded) -> torch.Tensor:
+        """Block 0's modulated image input (TeaCache's indicator), with block 0 placed for compute."""
+        block = self.double_blocks[0]
+        self.placement.enter(block)
+        try:
+            return block.modulated_image_input(e.img, e.ctx.vec)
+        finally:
+            self.placement.exit(block)
+
     def unembed(self, img: torch.Tensor, e: Embedded) -> torch.Tensor:
         return self.unpatchify(self.final_layer(img, e.ctx.vec), e.grid)
 

@@ -18,8 +18,7 @@ from .dit_format import DiTLayout
 from .gguf import GGUFSource
 from .gguf_dequant import check_supported, dequantize
 from .lazy import owned, release_pages
-from .loader import assign
-from .storage import StorageReport, _model_bytes
+from .storage import StorageReport, _model_bytes, assign
 
 log = logging.getLogger(__name__)
 

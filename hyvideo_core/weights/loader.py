@@ -17,8 +17,8 @@ from ..model.attention import resolve_backend
 from ..model.config import DiTConfig, infer_from_shapes, resolve
 from ..model.transformer import HunyuanVideoTransformer
 from .dit_format import DiTLayout, detect_layout
-from .diffusers_names import split_module_key
-from .reader import DictSource, TensorSource, open_tensors
+from .reader import TensorSource, open_tensors
+from .storage import storage_for
 
 log = logging.getLogger(__name__)
 
@@ -48,36 +48,6 @@ class LoadReport:
                 f"({self.dtype}) on {self.device}, attention {self.attention}{extra}")
 
 
-class PlainStorage:
-    """Every tensor as a plain tensor in the compute dtype; fp8 files are dequantised on load
-    (with their per-layer `scale_weight` when the file has one)."""
-
-    name = "plain"
-
-    def load(self, model: nn.Module, layout: DiTLayout, source: TensorSource, dtype, device) -> None:
-        copy = isinstance(source, DictSource)  # never alias (and later mutate) a caller's tensors
-        for key, recipe in layout.recipes.items():
-            tensor = recipe.read(source)
-            scale = layout.sidecars.get(key.rsplit(".", 1)[0] + ".scale_weight")
-            if scale is not None and key.endswith(".weight"):
-                tensor = tensor.float() * source.get(scale).float()
-            target = dtype if tensor.is_floating_point() else tensor.dtype
-            converted = tensor.to(device=device, dtype=target)
-            if copy and converted.data_ptr() == tensor.data_ptr():
-                converted = converted.clone()
-            assign(model, key, converted)
-
-
-def assign(model: nn.Module, key: str, tensor: torch.Tensor) -> None:
-    """Replace a (meta) parameter or buffer by `tensor`."""
-    module_path, leaf = split_module_key(key)
-    module = model.get_submodule(module_path)
-    if leaf in module._buffers:
-        module._buffers[leaf] = tensor
-    else:
-        module._parameters[leaf] = nn.Parameter(tensor, requires_grad=False)
-
-
 def load_transformer(source, *, config=None, dtype: torch.dtype | None = None, device="cpu",
                      attention: str = "auto", storage=None, attention_kernel=None) -> HunyuanVideoTransformer:
     """Load a HunyuanVideo DiT.
@@ -87,7 +57,8 @@ def load_transformer(source, *, config=None, dtype: torch.dtype | None = None, d
         DiTConfig, or None to infer from the tensor shapes (13B defaults for the rest).
     dtype: compute dtype (default: the checkpoint's float dtype; fp8 files compute in bf16).
     attention: 'auto' | 'sdpa' | 'flash' | 'sage'; an unavailable one fails here.
-    storage: weight storage policy (default PlainStorage; fp8 and GGUF plug in here).
+    storage: weight storage policy (default `storage_for("auto")`: fp8 and GGUF files stay
+        quantised, anything else is stored in the compute dtype).
     """
     device = torch.device(device)
     backend = resolve_backend(attention, device, kernel=attention_kernel)  # fail before reading weights
@@ -95,7 +66,7 @@ def load_transformer(source, *, config=None, dtype: torch.dtype | None = None, d
     layout = detect_layout(src)
     shapes = layout.shapes(src)
     cfg = _config_for(config, shapes, src)
-    storage = storage or PlainStorage()
+    storage = storage or storage_for("auto")
     preferred = getattr(storage, "default_dtype", None)  # e.g. storage_for("fp16") computes in fp16
     dtype = dtype or (preferred(layout, src) if preferred else None) or _default_dtype(layout, src)
     with torch.device("meta"):

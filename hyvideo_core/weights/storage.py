@@ -24,13 +24,12 @@ import torch
 import torch.nn as nn
 
 from ..errors import InvalidInputError
-from .diffusers_names import swap_halves
+from .diffusers_names import split_module_key, swap_halves
 from .dit_format import DiTLayout, Recipe
 from .fp8 import FP8_DTYPES, Fp8Codec, dequantize_tensor, install_fp8, quantize
 from .fp8_files import file_scales
 from .high_precision import is_quantisable
 from .lazy import is_mapped, owned, release_pages
-from .loader import assign
 from .reader import TensorSource
 
 log = logging.getLogger(__name__)
@@ -219,6 +218,16 @@ class AutoStorage:
         self.resolved.load(model, layout, source, dtype, device)
         self.name = f"auto:{self.resolved.name}"
         self.report = self.resolved.report
+
+
+def assign(model: nn.Module, key: str, tensor: torch.Tensor) -> None:
+    """Replace a (meta) parameter or buffer by `tensor`."""
+    module_path, leaf = split_module_key(key)
+    module = model.get_submodule(module_path)
+    if leaf in module._buffers:
+        module._buffers[leaf] = tensor
+    else:
+        module._parameters[leaf] = nn.Parameter(tensor, requires_grad=False)
 
 
 def _model_bytes(model: nn.Module) -> int:

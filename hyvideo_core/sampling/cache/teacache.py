@@ -74,7 +74,7 @@ class TeaCache(StepCache):
     def run(self, model, e) -> torch.Tensor:
         st: TeaCacheState = self.state(TeaCacheState)
         reusable = st.residual is not None and st.residual.shape == e.img.shape
-        skip = self.observe(model.double_blocks[0].modulated_image_input(e.img, e.ctx.vec), reusable)
+        skip = self.observe(model.modulated_image_input(e), reusable)
         self.count(skip)
         if skip:
             return e.img + self.load(st.residual, e.img)
