@@ -109,7 +109,9 @@ def main():
     parser.add_argument("--dtypes", default="fp32,bf16")
     args = parser.parse_args()
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
-    print(f"medium DiT {PRESETS['medium'].hidden_size}d, latent {LATENT}, threads {torch.get_num_threads()}")
+    from hyvideo_core.model.ops import CPU_HALF_MATMUL_EMULATED
+    print(f"medium DiT {PRESETS['medium'].hidden_size}d, latent {LATENT}, threads {torch.get_num_threads()}; "
+          f"CPU bf16 GEMMs {'emulated: ours runs them as fp32 GEMMs' if CPU_HALF_MATMUL_EMULATED else 'native'}")
     for name in args.dtypes.split(","):
         if name == "fp32":
             bench(dtypes[name], args.repeats, valid_tokens=TEXT_TOKENS)
