@@ -18,7 +18,8 @@ HIDDEN_VALUES = frozenset({"UNIQUE_ID", "PROMPT", "EXTRA_PNGINFO", "DYNPROMPT", 
 OPTION_KEYS = frozenset({
     "default", "min", "max", "step", "round", "tooltip", "forceInput", "lazy", "rawLink", "socketless",
     "widgetType", "multiline", "placeholder", "dynamicPrompts", "label_on", "label_off", "image_upload",
-    "image_folder", "remote", "control_after_generate", "options", "multi_select", "advanced", "display"})
+    "image_folder", "remote", "control_after_generate", "options", "multi_select", "advanced", "display",
+    "video_upload", "animated_image_upload", "allow_batch"})  # upload buttons are not serialised (frontend 1.27)
 SEED_NAMES = ("seed", "noise_seed")  # the frontend adds control_after_generate to these INTs by itself
 MAX_INT = 0xFFFFFFFFFFFFFFFF
 

@@ -16,6 +16,7 @@ StandaloneHost from host_standalone.py, which behaves the same way without a ser
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import weakref
 from contextlib import contextmanager
@@ -25,7 +26,8 @@ import torch
 
 from hyvideo_core.errors import CancelledError, InvalidInputError
 
-from .host_standalone import MODEL_EXTENSIONS, StandaloneHost, missing_model_error, preview_array, scan_model_files
+from .host_standalone import (MODEL_EXTENSIONS, StandaloneHost, list_input_files, missing_input_error, missing_model_error,
+                              preview_array, scan_model_dirs, scan_model_files)
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +93,39 @@ class ComfyHost:
             raise missing_model_error(kind, name, self.folders(kind), self.filenames(kind))
         return path
 
+    def model_dirs(self, kind: str, marker: str = "config.json") -> list[str]:
+        """Sub-folders of `kind` holding `marker` (Hugging Face model folders)."""
+        return scan_model_dirs(self.folders(kind), marker)
+
+    def full_dir_path(self, kind: str, name: str) -> str:
+        relative = os.path.relpath(os.path.join("/", name), "/")
+        for folder in self.folders(kind):
+            if os.path.isdir(os.path.join(folder, relative)):
+                return os.path.join(folder, relative)
+        raise missing_model_error(kind, name, self.folders(kind), self.model_dirs(kind))
+
+    def comfy_root(self) -> str | None:
+        """The ComfyUI checkout this runs in (its bundled tokenizers live there)."""
+        return os.path.dirname(os.path.abspath(self._fp.__file__))
+
     def output_dir(self) -> str:
         return self._fp.get_output_directory()
 
     def temp_dir(self) -> str:
         return self._fp.get_temp_directory()
+
+    def input_dir(self) -> str:
+        return self._fp.get_input_directory()
+
+    def input_files(self, extensions) -> list[str]:
+        return list_input_files(self.input_dir(), extensions)
+
+    def input_path(self, name: str) -> str:
+        """A file of the input folder; accepts the frontend's annotated names ('x.png [input]')."""
+        path = self._fp.get_annotated_filepath(name)
+        if not os.path.isfile(path):
+            raise missing_input_error(name, self.input_dir(), self.input_files(None))
+        return path
 
     # ---- progress and interrupts (comfy.utils.ProgressBar, model_management's flag) ----
     def progress(self, total: int, node_id: str | None = None) -> ComfyProgress:

@@ -56,6 +56,45 @@ def scan_model_files(folders: list[str], extensions) -> list[str]:
     return sorted(found)
 
 
+def scan_model_dirs(folders: list[str], marker: str = "config.json") -> list[str]:
+    """Relative paths of sub-folders holding `marker` (Hugging Face model folders), sorted; the
+    folders inside such a folder are not searched further."""
+    found: set[str] = set()
+    for folder in folders:
+        if not os.path.isdir(folder):
+            continue
+        for dirpath, subdirs, files in os.walk(folder, followlinks=True):
+            subdirs[:] = [d for d in subdirs if not d.startswith(".")]
+            if dirpath != folder and marker in files:
+                found.add(os.path.relpath(dirpath, folder))
+                subdirs[:] = []
+    return sorted(found)
+
+
+def list_input_files(folder: str, extensions) -> list[str]:
+    """Files directly in the input folder with one of `extensions` (None: any), as ComfyUI's Load
+    Image lists them."""
+    if not os.path.isdir(folder):
+        return []
+    return sorted(name for name in os.listdir(folder) if not name.startswith(".")
+                  and os.path.isfile(os.path.join(folder, name))
+                  and (extensions is None or os.path.splitext(name)[1].lower() in extensions))
+
+
+def strip_annotation(name: str) -> str:
+    """'clip.mp4 [input]' (the frontend's annotated form) -> 'clip.mp4'."""
+    for tag in (" [input]", " [output]", " [temp]"):
+        if name.endswith(tag):
+            return name[: -len(tag)]
+    return name
+
+
+def missing_input_error(name: str, folder: str, available: list[str]) -> InvalidInputError:
+    shown = ", ".join(available[:10]) + (" ..." if len(available) > 10 else "") if available else "none"
+    return InvalidInputError(f"input file {name!r} was not found in the input folder {folder}; upload it or "
+                             f"copy it there (available: {shown}).")
+
+
 def missing_model_error(kind: str, name: str, folders: list[str], available: list[str]) -> InvalidInputError:
     shown = ", ".join(available[:10]) + (" ..." if len(available) > 10 else "") if available else "none"
     return InvalidInputError(f"{kind}: model file {name!r} was not found in the folders searched "
@@ -89,18 +128,19 @@ class StandaloneHost:
     name = "standalone"
 
     def __init__(self, models_dir: str | os.PathLike | None = None, output_dir: str | os.PathLike | None = None,
-                 temp_dir: str | os.PathLike | None = None):
+                 temp_dir: str | os.PathLike | None = None, input_dir: str | os.PathLike | None = None):
         self._interrupted = threading.Event()
         self._unloadables: weakref.WeakSet = weakref.WeakSet()
         self.routes: list[tuple[str, str, Callable]] = []
         self.on_progress: ProgressListener | None = None
         self.current_node: str | None = None  # set by whoever executes nodes (harness, CLI)
-        self.configure(models_dir, output_dir, temp_dir)
+        self.configure(models_dir, output_dir, temp_dir, input_dir)
 
-    def configure(self, models_dir=None, output_dir=None, temp_dir=None) -> None:
-        """(Re)point the host at a models folder laid out like ComfyUI's, and at output/temp folders."""
+    def configure(self, models_dir=None, output_dir=None, temp_dir=None, input_dir=None) -> None:
+        """(Re)point the host at a models folder laid out like ComfyUI's, and at output/temp/input folders."""
         self.models_dir = Path(models_dir or os.environ.get("HYVIDEO_MODELS_DIR", "models")).resolve()
         self._output_dir = Path(output_dir or "output").resolve()
+        self._input_dir = Path(input_dir or "input").resolve()
         self._temp_dir = Path(temp_dir or Path(tempfile.gettempdir()) / "hyvideo").resolve()
         self._folders = {kind: [str(self.models_dir / sub) for sub in subs] for kind, subs in DEFAULT_FOLDERS.items()}
 
@@ -120,6 +160,22 @@ class StandaloneHost:
     def filenames(self, kind: str, extensions=MODEL_EXTENSIONS) -> list[str]:
         return scan_model_files(self.folders(kind), extensions)
 
+    def model_dirs(self, kind: str, marker: str = "config.json") -> list[str]:
+        """Sub-folders of `kind` holding `marker` (Hugging Face model folders)."""
+        return scan_model_dirs(self.folders(kind), marker)
+
+    def full_dir_path(self, kind: str, name: str) -> str:
+        folders = self.folders(kind)
+        relative = os.path.relpath(os.path.join("/", name), "/")
+        for folder in folders:
+            if os.path.isdir(os.path.join(folder, relative)):
+                return os.path.join(folder, relative)
+        raise missing_model_error(kind, name, folders, self.model_dirs(kind))
+
+    def comfy_root(self) -> str | None:
+        """The ComfyUI checkout (for its bundled tokenizers): $COMFYUI_PATH, else none."""
+        return os.environ.get("COMFYUI_PATH") or None
+
     def full_path(self, kind: str, name: str) -> str:
         folders = self.folders(kind)
         relative = os.path.relpath(os.path.join("/", name), "/")  # no escaping the folder with ../
@@ -136,6 +192,18 @@ class StandaloneHost:
     def temp_dir(self) -> str:
         self._temp_dir.mkdir(parents=True, exist_ok=True)
         return str(self._temp_dir)
+
+    def input_dir(self) -> str:
+        return str(self._input_dir)
+
+    def input_files(self, extensions) -> list[str]:
+        return list_input_files(self.input_dir(), extensions)
+
+    def input_path(self, name: str) -> str:
+        path = os.path.join(self.input_dir(), os.path.relpath(os.path.join("/", strip_annotation(name)), "/"))
+        if not os.path.isfile(path):
+            raise missing_input_error(name, self.input_dir(), self.input_files(None))
+        return path
 
     # ---- progress and interrupts ----
     def progress(self, total: int, node_id: str | None = None) -> StandaloneProgress:

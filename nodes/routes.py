@@ -9,9 +9,12 @@ frontend extension shows on the loader and sampler nodes.
     400 {"error": "..."} for a bad parameter;  501 {"error": "..."} when the planner is missing
 
 Every parameter is optional (defaults: the official 720p, 129 frames, bf16 settings); a swap
-count of `auto` picks the least swapping that fits the budget (budget_gb, else the device). The
-handler is built per host so it runs the same in ComfyUI (PromptServer routes) and on a bare
-aiohttp app in the tests.
+count of `auto` (or a negative one, as the Block Swap node writes it) picks the least swapping
+that fits the budget (budget_gb, else the device; 0 = the device). Widget values of the pack's
+nodes that the planner cannot price directly are mapped and the assumption is added to `notes`:
+weight_format auto -> bf16 (the common file), gguf -> Q4_K, *_fast -> the plain fp8 type;
+attention auto -> sdpa; vae_tiling custom -> the default tiles. The handler is built per host so it
+runs the same in ComfyUI (PromptServer routes) and on a bare aiohttp app in the tests.
 """
 from __future__ import annotations
 
@@ -42,11 +45,12 @@ class PlanSettings:
     true_cfg: bool = False
     vae_tiling: str = "auto"
     budget_gb: float | None = None          # None: the device's total memory
+    assumptions: tuple[str, ...] = ()       # widget values mapped to what the planner prices
 
 
 def parse_plan_query(query: Mapping[str, str]) -> PlanSettings:
     """Query string -> PlanSettings; every bad or unknown parameter is named in the error."""
-    fields = {f.name: f for f in dataclasses.fields(PlanSettings)}
+    fields = {f.name: f for f in dataclasses.fields(PlanSettings) if f.name != "assumptions"}
     unknown = sorted(set(query) - set(fields))
     if unknown:
         raise InvalidInputError(f"plan: unknown parameter(s) {unknown}; known: {sorted(fields)}.")
@@ -56,17 +60,39 @@ def parse_plan_query(query: Mapping[str, str]) -> PlanSettings:
     for name in ("width", "height", "frames", "batch"):
         if name in values and values[name] < 1:
             raise InvalidInputError(f"plan: {name} must be at least 1, got {values[name]}.")
-    settings = PlanSettings(**values)
+    values, assumptions = _widget_values_for_planner(values)
+    settings = PlanSettings(**values, assumptions=assumptions)
     vae_tiles(settings.vae_tiling)
     return settings
+
+
+# Node widget values -> what the planner prices, with the assumption made.
+_ASSUMED = {
+    ("weight_format", "auto"): ("bf16", "weight_format auto: priced as bf16 (the usual file; connect the model to "
+                                        "a Memory Plan node for its exact weights)"),
+    ("weight_format", "gguf"): ("Q4_K", "weight_format gguf: priced as Q4_K (the quant depends on the file)"),
+    ("attention", "auto"): ("sdpa", "attention auto: priced as sdpa"),
+    ("vae_tiling", "custom"): ("auto", "custom decode tiles: priced with the default 256 px / 64-frame tiles"),
+}
+
+
+def _widget_values_for_planner(values: dict) -> tuple[dict, tuple[str, ...]]:
+    notes = []
+    for name in ("weight_format", "attention", "vae_tiling"):
+        if (name, values.get(name)) in _ASSUMED:
+            values[name], note = _ASSUMED[(name, values[name])]
+            notes.append(note)
+    if str(values.get("weight_format", "")).endswith("_fast"):
+        values["weight_format"] = values["weight_format"].removesuffix("_fast")
+    return values, tuple(notes)
 
 
 def _parse_value(name: str, raw: str, default):
     try:
         if name in ("double_blocks_to_swap", "single_blocks_to_swap"):
-            return None if raw == "auto" else int(raw)
+            return None if raw == "auto" or int(raw) < 0 else int(raw)
         if name == "budget_gb":
-            return None if raw in ("", "auto") else float(raw)
+            return None if raw in ("", "auto") or float(raw) <= 0 else float(raw)
         if isinstance(default, bool):
             if raw.lower() not in ("1", "0", "true", "false"):
                 raise ValueError(raw)
@@ -129,7 +155,8 @@ def plan_response(settings: PlanSettings, planner: Callable[[PlanSettings, int],
     budget = int(settings.budget_gb * 1024**3) if settings.budget_gb is not None else total
     result = planner(settings, budget)
     peak = int(result["peak_bytes"])
-    return {**result, "peak_bytes": peak, "budget_bytes": budget, "fits": peak <= budget,
+    notes = [*settings.assumptions, *result.get("notes", [])]
+    return {**result, "notes": notes, "peak_bytes": peak, "budget_bytes": budget, "fits": peak <= budget,
             "device": {"name": str(main), "free_bytes": free, "total_bytes": total},
             "settings": dataclasses.asdict(settings)}
 

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import SMALL_SETTINGS, api_workflows, file_inputs, load_json, load_pack, with_inputs
+from harness import SMALL_SETTINGS, api_workflows, file_inputs, load_json, load_pack, media_inputs, with_inputs
 from harness_example_nodes import example_prompt
-from tiny_models import write_dit, write_models
+from tiny_models import write_dit, write_inputs, write_models
 
 COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
 pytestmark = [pytest.mark.comfyui,
@@ -52,6 +52,7 @@ def comfy(tmp_path_factory):
     (root / "custom_nodes" / PACK_FOLDER).symlink_to(Path(__file__).resolve().parents[1], target_is_directory=True)
     names = set().union(*(file_inputs(load_json(p)) for p in api_workflows())) if api_workflows() else set()
     write_models(root / "models", names)
+    write_inputs(root / "base" / "input", set().union(*(media_inputs(load_json(p)) for p in api_workflows())))
     write_dit(root / "models" / "diffusion_models" / "tiny_dit.safetensors")
     # A second pack with the harness's example nodes: they reach ComfyUI only through our host,
     # so running them checks nodes/host.py's ComfyUI side (folders, progress, previews, interrupt).
@@ -71,7 +72,7 @@ def comfy(tmp_path_factory):
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, cwd=COMFYUI_PATH, stdout=log, stderr=subprocess.STDOUT)
     server = {"url": f"http://127.0.0.1:{port}", "ws": f"ws://127.0.0.1:{port}/ws", "log": log_path,
-              "output": root / "base" / "output", "process": process}
+              "output": root / "base" / "output", "models": root / "models", "process": process}
     try:
         wait_until_up(server)
         yield server
@@ -179,9 +180,7 @@ def test_api_workflow_runs_to_completion(comfy, workflow):
         assert path.is_file() and path.stat().st_size > 0
 
 
-def test_missing_model_file_is_a_node_error(comfy):
-    if not api_workflows():
-        pytest.skip("no workflows/api/*.json yet")
+def test_missing_model_file_is_a_node_error_naming_the_folders(comfy):
     prompt = small_prompt(api_workflows()[0])
     name = sorted(file_inputs(prompt))[0]
     for node in prompt.values():
@@ -189,7 +188,23 @@ def test_missing_model_file_is_a_node_error(comfy):
     status, body = asyncio.run(http(comfy, "POST", "/prompt", {"prompt": prompt}))
     assert status == 400
     errors = [e for entry in body["node_errors"].values() for e in entry["errors"]]
-    assert any(e["type"] == "value_not_in_list" and "no_such_model.safetensors" in e["details"] for e in errors)
+    refused = [e for e in errors if "no_such_model.safetensors" in e["details"]]
+    assert refused and refused[0]["type"] == "custom_validation_failed"
+    assert "folders searched" in refused[0]["details"] and str(comfy["models"]) in refused[0]["details"]
+
+
+def test_native_empty_latent_feeds_our_sampler(comfy):
+    """ComfyUI's own EmptyHunyuanLatentVideo -> our sampler -> our decode: the LATENT conventions agree."""
+    prompt = small_prompt(next(p for p in api_workflows() if p.stem == "hunyuan_video_t2v_80gb"))
+    sampler = next(k for k, n in prompt.items() if n["class_type"] == "HyVideoSampler")
+    prompt["90"] = {"class_type": "EmptyHunyuanLatentVideo", "inputs": {"width": 48, "height": 32, "length": 9,
+                                                                         "batch_size": 1}}
+    prompt[sampler]["inputs"]["samples"] = ["90", 0]
+    history, events = asyncio.run(run_prompt(comfy, prompt))
+    assert history["status"]["status_str"] == "success", f"{events[-1:]}\n{log_tail(comfy)}"
+    text = "\n".join(history["outputs"][sampler]["text"])
+    assert text.startswith("48x32x9") and "only its shape is used" in text
+    assert sum(e["type"] == "binary_preview" for e in events) >= 1   # latent previews reached the browser
 
 
 def test_interrupt_during_a_long_run_leaves_no_video(comfy):
@@ -226,12 +241,12 @@ def test_host_inside_comfyui_runs_caches_previews_and_saves(comfy):
 def test_unknown_model_file_is_refused_with_the_available_ones(comfy):
     prompt = example_prompt()
     del prompt["5"]  # with another valid sink ComfyUI would answer 200 and run that one
-    prompt["1"]["inputs"]["unet_name"] = "hunyuan_video_t2v_720p_bf16.safetensors"
+    prompt["1"]["inputs"]["unet_name"] = "hunyuan_video_t2v_720p_fp8_missing.safetensors"
     status, body = asyncio.run(http(comfy, "POST", "/prompt", {"prompt": prompt}))
     assert status == 400
     error = body["node_errors"]["1"]["errors"][0]
     assert error["type"] == "value_not_in_list"
-    assert "hunyuan_video_t2v_720p_bf16.safetensors" in error["details"] and "tiny_dit.safetensors" in error["details"]
+    assert "hunyuan_video_t2v_720p_fp8_missing.safetensors" in error["details"] and "tiny_dit.safetensors" in error["details"]
 
 
 def test_interrupt_inside_comfyui_stops_our_node_and_leaves_no_video(comfy):

@@ -11,20 +11,22 @@ from __future__ import annotations
 
 from .executor import HarnessLimitation, PromptRunner, RunResult, execution_order
 from .pack import PACK_ROOT, load_pack, pack_module
-from .prompts import SMALL_SETTINGS, api_workflows, file_inputs, load_json, ui_workflows, with_files, with_inputs
+from .prompts import (SMALL_SETTINGS, api_workflows, file_inputs, load_json, media_inputs, ui_workflows, with_files,
+                      with_inputs)
 from .ui_workflow import WorkflowError, prompt_differences, ui_to_api
 from .validation import Validation, validate_prompt
 
 
-def pack_runner(models_dir=None, output_dir=None, temp_dir=None, extra_nodes: dict | None = None) -> PromptRunner:
+def pack_runner(models_dir=None, output_dir=None, temp_dir=None, extra_nodes: dict | None = None,
+                input_dir=None) -> PromptRunner:
     """A runner over the pack's NODE_CLASS_MAPPINGS (plus `extra_nodes`), with the pack's
     standalone host pointed at the given folders (models laid out like ComfyUI's models/)."""
     pack = load_pack()
     host = pack.nodes.host.host
-    host.configure(models_dir=models_dir, output_dir=output_dir, temp_dir=temp_dir)
+    host.configure(models_dir=models_dir, output_dir=output_dir, temp_dir=temp_dir, input_dir=input_dir)
     return PromptRunner({**pack.NODE_CLASS_MAPPINGS, **(extra_nodes or {})}, host)
 
 
 __all__ = ["SMALL_SETTINGS", "HarnessLimitation", "PACK_ROOT", "PromptRunner", "RunResult", "Validation", "WorkflowError",
-           "api_workflows", "execution_order", "file_inputs", "load_json", "load_pack", "pack_module", "pack_runner",
+           "api_workflows", "execution_order", "file_inputs", "load_json", "media_inputs", "load_pack", "pack_module", "pack_runner",
            "prompt_differences", "ui_to_api", "ui_workflows", "validate_prompt", "with_files", "with_inputs"]

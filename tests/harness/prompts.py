@@ -9,7 +9,8 @@ from .validation import is_link
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
 # Sizes that make a workflow run in seconds on the CPU with tiny models (by input name).
-SMALL_SETTINGS = {"width": 64, "height": 64, "frames": 5, "length": 5, "num_frames": 5, "steps": 2}
+SMALL_SETTINGS = {"width": 64, "height": 64, "frames": 5, "length": 5, "num_frames": 5, "steps": 2,
+                  "resize_width": 64, "resize_height": 64, "frame_load_cap": 5}
 
 
 def api_workflows() -> list[Path]:
@@ -49,5 +50,14 @@ def with_files(prompt: dict, names: dict[str, str]) -> dict:
 
 def file_inputs(prompt: dict, suffixes=(".safetensors", ".gguf", ".pt", ".pth", ".bin", ".sft")) -> set[str]:
     """Every constant input value that looks like a model file name."""
+    return {v for node in prompt.values() for v in node["inputs"].values()
+            if isinstance(v, str) and v.lower().endswith(suffixes)}
+
+
+MEDIA_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".mp4", ".webm", ".mov", ".mkv", ".gif")
+
+
+def media_inputs(prompt: dict, suffixes=MEDIA_SUFFIXES) -> set[str]:
+    """Every constant input value that names an image or video (files of ComfyUI's input folder)."""
     return {v for node in prompt.values() for v in node["inputs"].values()
             if isinstance(v, str) and v.lower().endswith(suffixes)}

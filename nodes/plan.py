@@ -1,0 +1,86 @@
+"""Memory plan: the planner's predicted peak GPU memory and its breakdown for a run's settings, and
+the block swap that would fit a budget. With a model connected, its exact weights are priced."""
+from __future__ import annotations
+
+from hyvideo_core.errors import OutOfMemoryError
+from hyvideo_core.runtime.planner import BACKENDS, GiB, PlanInputs, auto_swap, plan, plan_for_model
+from hyvideo_core.sampling import plan_latent
+
+from .host import host
+from .model_handle import storage_name
+
+WEIGHT_FORMATS = ["bf16", "fp16", "fp32", "fp8_e4m3fn", "fp8_e5m2", "fp8_scaled", "Q8_0", "Q6_K", "Q5_K", "Q4_K",
+                  "Q4_0"]
+
+
+class HyVideoMemoryPlan:
+    DESCRIPTION = ("Shows the memory planner's estimate of the peak GPU memory of a run (weights, block swap "
+                   "slots, activations, VAE decode) and, with -1 swap counts, the least block swapping that fits.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "width": ("INT", {"default": 960, "min": 16, "max": 4096, "step": 16, "tooltip": "Video width."}),
+            "height": ("INT", {"default": 544, "min": 16, "max": 4096, "step": 16, "tooltip": "Video height."}),
+            "frames": ("INT", {"default": 129, "min": 1, "max": 1025, "step": 4, "tooltip": "Frame count (4k+1)."}),
+            "weight_format": (WEIGHT_FORMATS, {"default": "bf16",
+                                               "tooltip": "Weight storage (GGUF: its quant type); ignored when a "
+                                                          "model is connected (its real weights are counted)."}),
+            "attention": (list(BACKENDS), {"default": "sdpa",
+                                           "tooltip": "Attention kernel (sdpa_math: the unfused, quadratic path)."}),
+            "double_blocks_to_swap": ("INT", {"default": 0, "min": -1, "max": 20,
+                                              "tooltip": "Double blocks kept in RAM; -1 = auto (needs the budget)."}),
+            "single_blocks_to_swap": ("INT", {"default": 0, "min": -1, "max": 40,
+                                              "tooltip": "Single blocks kept in RAM; -1 = auto (needs the budget)."}),
+            "true_cfg_scale": ("FLOAT", {"default": 1.0, "min": 1.0, "max": 30.0, "step": 0.1,
+                                         "tooltip": "Above 1 the batched true CFG doubles the activations."}),
+            "vae_tiling": (["auto", "off"], {"default": "auto",
+                                             "tooltip": "auto: 256 px / 64-frame decode tiles; off: one pass."}),
+            "vram_budget_gb": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1024.0, "step": 0.5,
+                                         "tooltip": "The memory to fit, in GiB; 0 = the main device's total."}),
+        }, "optional": {
+            "model": ("HYVIDEO_MODEL", {"tooltip": "A loaded model: its exact weights (fp8, GGUF, LoRAs) are "
+                                                   "counted instead of weight_format."}),
+        }}
+
+    RETURN_TYPES = ("STRING",)
+    RETURN_NAMES = ("plan",)
+    OUTPUT_TOOLTIPS = ("The plan as text.",)
+    OUTPUT_NODE = True
+    FUNCTION = "estimate"
+    CATEGORY = "HunyuanVideo/memory"
+
+    def estimate(self, width, height, frames, weight_format, attention, double_blocks_to_swap, single_blocks_to_swap,
+                 true_cfg_scale, vae_tiling, vram_budget_gb, model=None):
+        size = plan_latent(width, height, frames)
+        main, _ = host.devices()
+        _, total = host.device_memory(main)
+        budget = int(vram_budget_gb * GiB) if vram_budget_gb > 0 else total
+        auto = double_blocks_to_swap < 0 or single_blocks_to_swap < 0
+        settings = dict(width=size.width, height=size.height, frames=size.frames, attention=attention,
+                        cfg_batched=true_cfg_scale > 1, swap_double=max(double_blocks_to_swap, 0),
+                        swap_single=max(single_blocks_to_swap, 0),
+                        **({} if vae_tiling == "auto" else dict(vae_tile_px=None, vae_tile_frames=None)))
+        if model is not None:
+            inputs = plan_for_model(model.transformer, weight_format=storage_name(model.transformer), **settings)
+        else:
+            inputs = PlanInputs(weight_format=weight_format, **settings)
+        lines = list(size.adjustments)
+        if auto:
+            try:
+                result = auto_swap(inputs, budget)
+                lines.append(f"auto swap: {result.swap[0]} double + {result.swap[1]} single blocks fit "
+                             f"{budget / GiB:.1f} GiB")
+            except OutOfMemoryError as error:
+                result = error.suggestion
+                lines.append(str(error))
+        else:
+            result = plan(inputs)
+        verdict = "fits" if result.peak <= budget else "does NOT fit"
+        lines.insert(0, f"{verdict} in {budget / GiB:.1f} GiB ({str(main)})")
+        text = "\n".join([*lines, result.describe()])
+        return {"ui": {"text": [text]}, "result": (text,)}
+
+
+NODE_CLASS_MAPPINGS = {"HyVideoMemoryPlan": HyVideoMemoryPlan}
+NODE_DISPLAY_NAME_MAPPINGS = {"HyVideoMemoryPlan": "HunyuanVideo Memory Plan"}

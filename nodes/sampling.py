@@ -1,0 +1,133 @@
+"""The sampler node: text-to-video, video-to-video (a LATENT input) and keyframes, with progress,
+latent previews and ComfyUI's interrupt. Its LATENT output holds raw VAE latents, as ComfyUI's
+native HunyuanVideo nodes do, so native VAE Decode works on it and native Empty HunyuanLatentVideo
+can feed it."""
+from __future__ import annotations
+
+import hyvideo_core
+from hyvideo_core.errors import InvalidInputError
+from hyvideo_core.sampling import SOLVERS, SamplingHooks, SamplingOptions, plan_latent
+from hyvideo_core.sampling.guidance import CFG_MODES, DEFAULT_NEGATIVE_PROMPT
+
+from .host import host
+
+MAX_SIZE = 4096
+MAX_SEED = 0xFFFFFFFFFFFFFFFF
+
+
+def sampling_hooks(total: int, node_id: str | None) -> SamplingHooks:
+    """Progress with a latent preview (the middle latent frame) every step; ComfyUI's interrupt."""
+    bar = host.progress(total, node_id=node_id)
+
+    def preview(step: int, steps: int, rgb) -> None:
+        bar.update(step, steps, preview_rgb=rgb[0, rgb.shape[1] // 2])
+
+    def cancelled() -> bool:
+        host.check_interrupt()   # raises the host's interrupt
+        return False
+
+    return SamplingHooks(preview=preview, cancelled=cancelled)
+
+
+class HyVideoSampler:
+    DESCRIPTION = ("Samples a HunyuanVideo latent. Defaults are the official settings (50 steps, shift 7, embedded "
+                   "guidance 6, 129 frames) at 960x544; the model was trained for 1280x720 and 960x544 "
+                   "(and their portrait / square variants). Connect samples for video-to-video and keyframes for "
+                   "first/last-frame control; both then set the size.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("HYVIDEO_MODEL", {"tooltip": "From the model loader (or LoRA Select)."}),
+            "embeds": ("HYVIDEO_EMBEDS", {"tooltip": "From HunyuanVideo Text Encode (or the conditioning bridge)."}),
+            "width": ("INT", {"default": 960, "min": 16, "max": MAX_SIZE, "step": 16,
+                              "tooltip": "Video width in pixels, a multiple of 16 (others are rounded up and "
+                                         "reported). Official: 1280 (720p) or 960 (540p)."}),
+            "height": ("INT", {"default": 544, "min": 16, "max": MAX_SIZE, "step": 16,
+                               "tooltip": "Video height in pixels, a multiple of 16. Official: 720 or 544."}),
+            "frames": ("INT", {"default": 129, "min": 1, "max": 1025, "step": 4,
+                               "tooltip": "Frame count, 4k+1 (others are rounded down and reported); 129 = 5.4 s "
+                                          "at 24 fps (official)."}),
+            "steps": ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip": "Denoising steps (official: 50)."}),
+            "shift": ("FLOAT", {"default": 7.0, "min": 0.0, "max": 100.0, "step": 0.1,
+                                "tooltip": "Flow shift of the sigma schedule (official: 7)."}),
+            "embedded_guidance": ("FLOAT", {"default": 6.0, "min": 0.0, "max": 30.0, "step": 0.1,
+                                            "tooltip": "Guidance strength embedded in the distilled model "
+                                                       "(official: 6). Costs nothing."}),
+            "true_cfg_scale": ("FLOAT", {"default": 1.0, "min": 1.0, "max": 30.0, "step": 0.1,
+                                         "tooltip": "Classifier-free guidance with the negative prompt; 1 = off. "
+                                                    "Above 1 every step runs the model twice."}),
+            "cfg_mode": (list(CFG_MODES), {"default": "batched",
+                                            "tooltip": "With true CFG: batched (one forward of both prompts, "
+                                                       "faster) or sequential (half the activation memory)."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
+                             "tooltip": "Noise seed; the same seed gives the same noise on any device."}),
+            "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                                  "tooltip": "With a samples input (video-to-video): how much to change it; 1 = "
+                                             "start from pure noise."}),
+            "solver": (list(SOLVERS), {"default": "euler", "tooltip": "euler (official) or dpm++2m."}),
+        }, "optional": {
+            "samples": ("LATENT", {"tooltip": "A video latent to start from (video-to-video with denoise < 1), e.g. "
+                                              "from HunyuanVideo VAE Encode; its size replaces width/height/frames."}),
+            "cache": ("HYVIDEO_CACHE", {"tooltip": "TeaCache or First Block Cache settings."}),
+            "keyframes": ("HYVIDEO_KEYFRAMES", {"tooltip": "From Keyframe Encode, with the keyframe LoRA on the "
+                                                           "model; its size replaces width/height/frames."}),
+        }, "hidden": {"unique_id": "UNIQUE_ID"}}
+
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("samples",)
+    OUTPUT_TOOLTIPS = ("The video latent (raw VAE latents, ComfyUI's HunyuanVideo LATENT).",)
+    FUNCTION = "sample"
+    CATEGORY = "HunyuanVideo/sampling"
+
+    def sample(self, model, embeds, width, height, frames, steps, shift, embedded_guidance, true_cfg_scale, cfg_mode,
+               seed, denoise, solver, samples=None, cache=None, keyframes=None, unique_id=None):
+        if true_cfg_scale > 1 and getattr(embeds, "negative", None) is None:
+            raise InvalidInputError(
+                f"true_cfg_scale={true_cfg_scale:g} needs a negative prompt: fill negative_prompt in the HunyuanVideo "
+                f"Text Encode node (the reference's default is: {DEFAULT_NEGATIVE_PROMPT}), or set true_cfg_scale "
+                "to 1 (off; the embedded guidance still applies).")
+        options = SamplingOptions(steps=steps, shift=shift, solver=solver, seed=seed,
+                                  embedded_guidance=embedded_guidance, cfg_scale=true_cfg_scale, cfg_mode=cfg_mode,
+                                  denoise=denoise)
+        init = None if samples is None else samples["samples"]
+        size, notes = self._size(width, height, frames, init, keyframes)
+        batch = 1 if init is None else init.shape[0]
+        free, _ = host.device_memory(model.main)
+        given_size = {} if init is not None else dict(zip(("width", "height", "frames"), size))
+        with host.interruptible():
+            notes += model.prepare(*size, batch, true_cfg_scale > 1 and cfg_mode == "batched", free)
+            result = hyvideo_core.sample(
+                model.transformer, embeds, options, **given_size, init_latent=init, keyframe_latent=None if keyframes is None else keyframes.raw_latent,
+                cache=None if cache is None else cache.build(), hooks=sampling_hooks(steps, unique_id),
+                device=model.main)
+        notes += list(result.notes)
+        if result.cache is not None:
+            notes.append(str(result.cache))
+        plan = result.plan
+        notes.insert(0, f"{plan.width}x{plan.height}x{plan.frames}, {result.schedule.active_steps} steps, "
+                        f"{result.forwards} model calls")
+        return {"ui": {"text": notes}, "result": ({"samples": result.latent.cpu()},)}
+
+    @staticmethod
+    def _size(width, height, frames, init, keyframes) -> tuple[tuple[int, int, int], list[str]]:
+        """The video size: from the samples latent, else the keyframes, else the widgets (snapped)."""
+        if init is not None:
+            from hyvideo_core.sampling.noise import plan_from_latent
+            plan = plan_from_latent(tuple(init.shape))
+            source = "the samples input"
+        elif keyframes is not None:
+            plan = plan_latent(keyframes.width, keyframes.height, keyframes.frames)
+            source = "the keyframes"
+        else:
+            plan = plan_latent(width, height, frames)
+            return (plan.width, plan.height, plan.frames), list(plan.adjustments)
+        notes = []
+        if (plan.width, plan.height, plan.frames) != (width, height, frames):
+            notes.append(f"size {plan.width}x{plan.height}x{plan.frames} taken from {source}; the width/height/"
+                         f"frames widgets ({width}x{height}x{frames}) are not used")
+        return (plan.width, plan.height, plan.frames), notes
+
+
+NODE_CLASS_MAPPINGS = {"HyVideoSampler": HyVideoSampler}
+NODE_DISPLAY_NAME_MAPPINGS = {"HyVideoSampler": "HunyuanVideo Sampler"}

@@ -1,0 +1,141 @@
+"""Speed and memory options: TeaCache, first-block cache, block swapping, torch.compile.
+
+Each node only describes the option (a small frozen settings object); the sampler or the loader
+applies it, so changing one of these never reloads weights.
+"""
+from __future__ import annotations
+
+from .settings import CacheSettings, CompileSettings, SwapSettings
+
+CATEGORY = "HunyuanVideo/speed"
+CACHE_DEVICES = ["main", "offload"]
+
+
+def _window(start_step: int, end_step: int) -> tuple[int, int | None]:
+    return start_step, (None if end_step < 0 else end_step)
+
+
+def _cache_inputs(default_threshold: float, what: str) -> dict:
+    return {"required": {
+        "threshold": ("FLOAT", {"default": default_threshold, "min": 0.0, "max": 1.0, "step": 0.005,
+                                "tooltip": f"{what} Higher skips more steps (faster, less faithful); 0 never skips."}),
+        "start_step": ("INT", {"default": 0, "min": 0, "max": 10000,
+                               "tooltip": "First step that may be skipped (the first step always runs)."}),
+        "end_step": ("INT", {"default": -1, "min": -1, "max": 10000,
+                             "tooltip": "Steps from here on always run; -1 = up to the end (the last step always runs)."}),
+        "cache_device": (CACHE_DEVICES, {"default": "main",
+                                         "tooltip": "Where the cached residuals live: main (fast) or offload (RAM, "
+                                                    "saves GPU memory)."}),
+    }}
+
+
+class HyVideoTeaCache:
+    DESCRIPTION = ("TeaCache: skips the transformer blocks on steps where their input barely changed (about 1.6x "
+                   "faster at 0.1, 2.1x at 0.15). Conditional and unconditional passes keep separate states.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return _cache_inputs(0.15, "Accumulated rescaled change below which steps are skipped (official: 0.1 or 0.15).")
+
+    RETURN_TYPES = ("HYVIDEO_CACHE",)
+    RETURN_NAMES = ("cache",)
+    OUTPUT_TOOLTIPS = ("Cache settings for the sampler's cache input.",)
+    FUNCTION = "settings"
+    CATEGORY = CATEGORY
+
+    def settings(self, threshold, start_step, end_step, cache_device):
+        start, end = _window(start_step, end_step)
+        return (CacheSettings("teacache", threshold, start, end, cache_device),)
+
+
+class HyVideoFirstBlockCache:
+    DESCRIPTION = ("First-block cache: runs the first block every step and reuses the other blocks' result while "
+                   "the first block's output stays close to the last fully computed step.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return _cache_inputs(0.05, "Relative change of the first block's residual below which the rest is reused.")
+
+    RETURN_TYPES = ("HYVIDEO_CACHE",)
+    RETURN_NAMES = ("cache",)
+    OUTPUT_TOOLTIPS = ("Cache settings for the sampler's cache input.",)
+    FUNCTION = "settings"
+    CATEGORY = CATEGORY
+
+    def settings(self, threshold, start_step, end_step, cache_device):
+        start, end = _window(start_step, end_step)
+        return (CacheSettings("first_block_cache", threshold, start, end, cache_device),)
+
+
+class HyVideoBlockSwap:
+    DESCRIPTION = ("Keeps transformer blocks in RAM and streams each to the GPU just before it runs (prefetching "
+                   "the next one on a side stream). -1 in a count = auto: the memory planner picks the least "
+                   "swapping that fits vram_budget_gb for the video being sampled.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "double_blocks_to_swap": ("INT", {"default": -1, "min": -1, "max": 20,
+                                              "tooltip": "Double-stream blocks kept in RAM (0-20); -1 = auto."}),
+            "single_blocks_to_swap": ("INT", {"default": -1, "min": -1, "max": 40,
+                                              "tooltip": "Single-stream blocks kept in RAM (0-40); -1 = auto."}),
+            "vram_budget_gb": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1024.0, "step": 0.5,
+                                         "tooltip": "GPU memory auto may plan for, in GiB; 0 = what is free "
+                                                    "when sampling starts."}),
+            "offload_txt_in": ("BOOLEAN", {"default": False, "tooltip": "Also stream the text refiner (txt_in)."}),
+            "offload_img_in": ("BOOLEAN", {"default": False, "tooltip": "Also stream the patch embed (img_in)."}),
+            "prefetch": ("BOOLEAN", {"default": True, "tooltip": "Copy the next block while the current one runs "
+                                                                 "(two device slots instead of one)."}),
+        }}
+
+    RETURN_TYPES = ("HYVIDEO_BLOCK_SWAP",)
+    RETURN_NAMES = ("block_swap",)
+    OUTPUT_TOOLTIPS = ("Block swap settings for the model loader's block_swap input.",)
+    FUNCTION = "settings"
+    CATEGORY = CATEGORY
+
+    def settings(self, double_blocks_to_swap, single_blocks_to_swap, vram_budget_gb, offload_txt_in, offload_img_in,
+                 prefetch):
+        auto = double_blocks_to_swap < 0 or single_blocks_to_swap < 0
+        settings = SwapSettings(None if auto else double_blocks_to_swap, None if auto else single_blocks_to_swap,
+                                float(vram_budget_gb), offload_txt_in, offload_img_in, prefetch)
+        return {"ui": {"text": [settings.describe()]}, "result": (settings,)}
+
+
+class HyVideoTorchCompile:
+    DESCRIPTION = "torch.compile for every transformer block (needs a working compiler; the first run is slow)."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "backend": (["inductor", "cudagraphs", "eager"], {"default": "inductor",
+                                                              "tooltip": "torch.compile backend."}),
+            "mode": (["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"], {
+                "default": "default", "tooltip": "torch.compile mode (inductor)."}),
+            "fullgraph": ("BOOLEAN", {"default": False, "tooltip": "Fail instead of splitting a block's graph."}),
+            "dynamic": ("BOOLEAN", {"default": False, "tooltip": "Compile for dynamic shapes (fewer recompiles "
+                                                                 "when the size changes)."}),
+        }}
+
+    RETURN_TYPES = ("HYVIDEO_COMPILE",)
+    RETURN_NAMES = ("compile",)
+    OUTPUT_TOOLTIPS = ("Compile settings for the model loader's compile input.",)
+    FUNCTION = "settings"
+    CATEGORY = CATEGORY
+
+    def settings(self, backend, mode, fullgraph, dynamic):
+        return (CompileSettings(backend, mode, fullgraph, dynamic),)
+
+
+NODE_CLASS_MAPPINGS = {
+    "HyVideoTeaCache": HyVideoTeaCache,
+    "HyVideoFirstBlockCache": HyVideoFirstBlockCache,
+    "HyVideoBlockSwap": HyVideoBlockSwap,
+    "HyVideoTorchCompile": HyVideoTorchCompile,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "HyVideoTeaCache": "HunyuanVideo TeaCache",
+    "HyVideoFirstBlockCache": "HunyuanVideo First Block Cache",
+    "HyVideoBlockSwap": "HunyuanVideo Block Swap",
+    "HyVideoTorchCompile": "HunyuanVideo Torch Compile",
+}
