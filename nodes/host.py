@@ -165,6 +165,12 @@ class ComfyHost:
     def free_memory(self) -> None:
         self._mm.soft_empty_cache()
 
+    def free_device_memory(self, nbytes: int, device: torch.device) -> None:
+        """Ask ComfyUI to move its own models off `device` until `nbytes` are free there (it knows
+        nothing about ours otherwise). CPU memory is left to the OS."""
+        if torch.device(device).type != "cpu":
+            self._mm.free_memory(int(nbytes), torch.device(device))
+
     def register_unloadable(self, obj) -> None:
         """Remember `obj` (weakly): its `unload()` runs when ComfyUI unloads all models
         (the Unload Models button, POST /free)."""

@@ -252,6 +252,9 @@ class StandaloneHost:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
+    def free_device_memory(self, nbytes: int, device: torch.device) -> None:
+        """Nothing else holds device memory here (ComfyUI's host evicts its own models)."""
+
     def register_unloadable(self, obj) -> None:
         """Remember `obj` (weakly): its `unload()` runs when the host unloads models."""
         self._unloadables.add(obj)

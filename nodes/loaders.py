@@ -273,8 +273,8 @@ class HyVideoTextEncoderLoader:
             llm, clip, tokenizer=tokenizer_folder("llm", llm), clip_tokenizer=tokenizer_folder("clip", clip),
             dtype=PRECISIONS.get(precision), device=run_on, offload_device=offload, llm_storage=llm_format)
         info = encoder.info
-        text = (f"Llama {os.path.basename(info.llm_source.rstrip('/'))} + CLIP {os.path.basename(info.clip_source.rstrip('/'))}, "
-                f"{info.dtype}, storage {info.llm_storage}, runs on {info.device}")
+        names = [os.path.basename(source.rstrip("/")) for source in (info.llm_source, info.clip_source)]
+        text = f"Llama {names[0]} + CLIP {names[1]}, {info.dtype}, storage {info.llm_storage}, runs on {info.device}"
         return {"ui": {"text": [text]}, "result": (encoder,)}
 
 

@@ -86,30 +86,55 @@ class HyVideoModel:
     def with_lora(self, spec: LoraSpec) -> "HyVideoModel":
         return replace(self, loras=self.loras + (spec,))
 
-    def prepare(self, width: int, height: int, frames: int, batch: int, cfg_batched: bool, free_bytes: int) -> list[str]:
-        """LoRAs and placement for a run of this size; returns what was done, for the node's report."""
+    def prepare(self, run: "RunShape", host) -> list[str]:
+        """LoRAs and placement for a run of this shape; returns what was done, for the node's report.
+        ComfyUI's own models are asked to leave the room the run needs on the main device first."""
         notes = [] if (text := sync_loras(self.transformer, self.loras)) is None else [text]
+        inputs = self.plan_inputs(run)
+        host.free_device_memory(self.bytes_wanted(inputs, host), self.main)
         if self.swap is None:
             self.loaded.place_whole()
             return notes
-        double, single, why = self.swap_counts(width, height, frames, batch, cfg_batched, free_bytes)
+        double, single, why = self.swap_counts(inputs, host)
         notes.append(self.loaded.place_swapped(double, single, self.swap) + why)
         return notes
 
-    def swap_counts(self, width, height, frames, batch, cfg_batched, free_bytes) -> tuple[int, int, str]:
+    def plan_inputs(self, run: "RunShape"):
+        from hyvideo_core.runtime.planner import plan_for_model
+        settings = self.swap or SwapSettings(0, 0)
+        return plan_for_model(self.transformer, weight_format=storage_name(self.transformer), width=run.width,
+                              height=run.height, frames=run.frames, batch=run.batch, cfg_batched=run.cfg_batched,
+                              attention=self.transformer.attention.name, swap_double=settings.double or 0,
+                              swap_single=settings.single or 0, offload_txt_in=settings.offload_txt_in,
+                              offload_img_in=settings.offload_img_in, prefetch=settings.prefetch)
+
+    def bytes_wanted(self, inputs, host) -> int:
+        """The planner's peak for fixed placements; for auto swap the budget it may fill."""
+        if self.swap is not None and self.swap.auto:
+            return self.swap.budget_bytes(host.device_memory(self.main)[1])
+        from hyvideo_core.runtime.planner import plan
+        return plan(inputs).peak
+
+    def swap_counts(self, inputs, host) -> tuple[int, int, str]:
         settings = self.swap
         if not settings.auto:
             return settings.double, settings.single, ""
-        from hyvideo_core.runtime.planner import GiB, auto_swap, plan_for_model
-        budget = settings.budget_bytes(free_bytes)
-        inputs = plan_for_model(self.transformer, weight_format=storage_name(self.transformer),
-                                width=width, height=height, frames=frames, batch=batch,
-                                cfg_batched=cfg_batched, attention=self.transformer.attention.name,
-                                offload_txt_in=settings.offload_txt_in, offload_img_in=settings.offload_img_in,
-                                prefetch=settings.prefetch)
+        from hyvideo_core.runtime.planner import GiB, auto_swap
+        budget = settings.budget_bytes(host.device_memory(self.main)[0])
         plan = auto_swap(inputs, budget)
         return plan.swap[0], plan.swap[1], (f" (auto: predicted peak {plan.peak / GiB:.1f} GiB of a "
                                             f"{budget / GiB:.1f} GiB budget)")
+
+
+@dataclass(frozen=True)
+class RunShape:
+    """The size of a sampling run, as the planner needs it."""
+
+    width: int
+    height: int
+    frames: int
+    batch: int = 1
+    cfg_batched: bool = False
 
 
 def storage_name(transformer) -> str:

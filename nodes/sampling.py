@@ -10,6 +10,7 @@ from hyvideo_core.sampling import SOLVERS, SamplingHooks, SamplingOptions, plan_
 from hyvideo_core.sampling.guidance import CFG_MODES, DEFAULT_NEGATIVE_PROMPT
 
 from .host import host
+from .model_handle import RunShape
 
 MAX_SIZE = 4096
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
@@ -92,13 +93,17 @@ class HyVideoSampler:
                                   denoise=denoise)
         init = None if samples is None else samples["samples"]
         size, notes = self._size(width, height, frames, init, keyframes)
-        batch = 1 if init is None else init.shape[0]
-        free, _ = host.device_memory(model.main)
+        unused = sorted(set(samples or {}) - {"samples"})
+        if unused:
+            notes.append(f"the samples input's {unused} (e.g. a noise mask) are not used by this sampler")
+        run = RunShape(*size, batch=1 if init is None else init.shape[0],
+                       cfg_batched=true_cfg_scale > 1 and cfg_mode == "batched")
         given_size = {} if init is not None else dict(zip(("width", "height", "frames"), size))
         with host.interruptible():
-            notes += model.prepare(*size, batch, true_cfg_scale > 1 and cfg_mode == "batched", free)
+            notes += model.prepare(run, host)
             result = hyvideo_core.sample(
-                model.transformer, embeds, options, **given_size, init_latent=init, keyframe_latent=None if keyframes is None else keyframes.raw_latent,
+                model.transformer, embeds, options, **given_size, init_latent=init,
+                keyframe_latent=None if keyframes is None else keyframes.raw_latent,
                 cache=None if cache is None else cache.build(), hooks=sampling_hooks(steps, unique_id),
                 device=model.main)
         notes += list(result.notes)

@@ -21,7 +21,8 @@ class NativeEmptyLatent:
     CATEGORY = "tests"
 
     def make(self, width, length):
-        return ({"samples": torch.zeros(1, 16, (length - 1) // 4 + 1, width // 8, width // 8)},)
+        shape = (1, 16, (length - 1) // 4 + 1, width // 8, width // 8)
+        return ({"samples": torch.zeros(shape), "noise_mask": torch.ones(shape[2:])},)
 
 
 class NativeConditioning:
@@ -129,6 +130,7 @@ def test_native_latents_feed_the_sampler_and_native_conditioning_works(setup):
     from_empty = runner.run(prompt).expect_success()
     assert torch.equal(sampled(from_empty), direct)   # denoise 1: only the shape of the native latent is used
     assert "only its shape is used" in ui_text(from_empty, SAMPLER)
+    assert "['noise_mask'] (e.g. a noise mask) are not used" in ui_text(from_empty, SAMPLER)
     bridged = t2v_prompt()
     bridged["10"] = node("NativeConditioning", embeds=["3", 0])
     bridged["11"] = node("HyVideoConditioningToEmbeds", positive=["10", 0])

@@ -93,8 +93,48 @@ def test_the_memory_plan_node_reports_the_planner(setup):
     assert "DiT weights (resident)" in tiny and "0.00 GiB" in tiny.split("DiT weights (resident)")[1].split("\n")[0]
 
 
+def test_compiled_blocks_give_the_same_video(setup, base):
+    prompt = t2v_prompt()
+    prompt["40"] = node("HyVideoTorchCompile", backend="eager", mode="default", fullgraph=False, dynamic=False)
+    prompt["1"]["inputs"]["compile"] = ["40", 0]
+    result = setup[0].run(prompt).expect_success()
+    assert torch.equal(sampled(result), base)
+    loaded = setup[0]._objects[("1", "HyVideoModelLoader")].cached[1]
+    assert all(hasattr(block, "_compiled_call_impl") and block._compiled_call_impl is not None
+               for block in loaded.transformer.double_blocks)
+
+
 def test_compile_settings_reach_torch_compile(setup):
     speed = load_pack().nodes.speed
     settings, = speed.HyVideoTorchCompile().settings("inductor", "max-autotune", True, False)
     assert settings.options() == {"backend": "inductor", "fullgraph": True, "dynamic": False, "mode": "max-autotune"}
     assert "mode" not in speed.HyVideoTorchCompile().settings("eager", "default", False, False)[0].options()
+
+
+def test_text_encoding_on_a_gpu_moves_the_transformer_off_when_the_tower_would_not_fit(monkeypatch):
+    from types import SimpleNamespace
+    pack = load_pack()
+    host, text = pack.nodes.host.host, pack.nodes.text
+    encoder = SimpleNamespace(device=torch.device("cuda"), offload_device=torch.device("cpu"),
+                              llm=SimpleNamespace(model=torch.nn.Linear(1024, 1024)),
+                              clip=SimpleNamespace(model=torch.nn.Linear(8, 8)))
+    unloads = []
+    monkeypatch.setattr(host, "unload_all", lambda: unloads.append(1))
+    monkeypatch.setattr(host, "device_memory", lambda device=None: (100 * 2**30, 200 * 2**30))
+    assert text.make_room_for(encoder) == [] and not unloads
+    monkeypatch.setattr(host, "device_memory", lambda device=None: (2**30, 24 * 2**30))
+    note, = text.make_room_for(encoder)
+    assert unloads == [1] and "make room for the text encoder" in note
+    encoder.device = torch.device("cpu")   # towers on the CPU never touch the GPU
+    assert text.make_room_for(encoder) == [] and unloads == [1]
+
+
+def test_the_sampler_asks_the_host_for_the_room_the_planner_predicts(setup, monkeypatch):
+    host = load_pack().nodes.host.host
+    asked = []
+    monkeypatch.setattr(host, "free_device_memory", lambda nbytes, device: asked.append((nbytes, str(device))))
+    setup[0].run(t2v_prompt(seed=11)).expect_success()
+    (fixed, device), = asked
+    assert device == "cpu" and 2**20 < fixed < 2**31          # the tiny model's plan, reserve included
+    setup[0].run(t2v_prompt(seed=12, swap={"vram_budget_gb": 10.0})).expect_success()
+    assert asked[-1][0] == 10 * 2**30                           # auto swap may fill its whole budget
