@@ -1,6 +1,8 @@
 """Keyframe encode: first and/or last frame -> the conditioning latent of dashtoon's keyframe LoRA."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hyvideo_core.conditioning import build_keyframe_conditioning
 
 from .host import host
@@ -41,6 +43,8 @@ class HyVideoKeyframeEncode:
         with host.interruptible(), on_main_device(vae):
             keyframes = build_keyframe_conditioning(vae, first_image, last_image, width, height, frames,
                                                     seed=encode_seed, tiling="auto" if tiling == "auto" else None)
+        # Cached between runs: keep it in RAM, not on the GPU (the sampler moves it per run).
+        keyframes = replace(keyframes, latent=keyframes.latent.cpu(), raw_latent=keyframes.raw_latent.cpu())
         which = " and ".join(n for n, on in (("first", keyframes.has_first), ("last", keyframes.has_last)) if on)
         text = [f"{which} frame for {keyframes.width}x{keyframes.height}x{keyframes.frames}", *keyframes.notes]
         return {"ui": {"text": text}, "result": (keyframes,)}
