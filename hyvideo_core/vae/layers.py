@@ -14,7 +14,7 @@ from torch import nn
 
 # A conv input (after padding / upsampling) larger than this is streamed in time chunks of
 # about this size. Module-level so tests can force the streamed path on tiny inputs.
-STREAM_CHUNK_BYTES = 96 << 20
+STREAM_CHUNK_BYTES = 32 << 20
 
 
 class CausalConv3d(nn.Module):
