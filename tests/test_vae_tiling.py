@@ -189,6 +189,18 @@ def test_auto_decode_runs_and_reports(vae):
     torch.testing.assert_close(video, vae.decode_once(latent, report.tiles), atol=0, rtol=0)
 
 
+def test_auto_encode_fits_the_budget(vae):
+    from hyvideo_core.vae.memory import estimate_encode_bytes
+    from hyvideo_core.vae.tile_choice import choose_encode_tiles
+    video = torch.rand(1, 3, 9, 48, 48, generator=torch.Generator().manual_seed(8)) * 2 - 1
+    need = estimate_encode_bytes(vae.config, (9, 48, 48), 4)
+    assert choose_encode_tiles(vae, video.shape, budget=need) is None
+    tiles = choose_encode_tiles(vae, video.shape, budget=need // 3)
+    assert tiles is not None
+    posterior = vae.encode(video, tiling="auto", memory_budget=need // 3)
+    torch.testing.assert_close(posterior.mean, vae.encode(video, tiling=tiles).mean, atol=0, rtol=0)
+
+
 # --- tile settings ---------------------------------------------------------------------------
 def test_tiles_below_minimum_are_rejected():
     with pytest.raises(InvalidInputError, match="below the minimum of 32 pixels"):
