@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 from hyvideo_core.demo import (CLIP_SPECIALS, LLAMA_SPECIALS, save_clip_tokenizer, save_llama_tokenizer,  # noqa: F401
                                tiny_clip_config, tiny_llama_config)
-from hyvideo_core.text.precision import quantize_fp8
+from hyvideo_core.weights.fp8 import quantize
 from hyvideo_core.text.templates import PromptTemplate
 
 LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
@@ -41,7 +41,7 @@ def comfy_llama_fp8_scaled(state: dict[str, torch.Tensor]) -> dict[str, torch.Te
     out = {}
     for key, value in state.items():
         if any(f".{name}.weight" in key for name in LINEARS):
-            q, scale = quantize_fp8(value, torch.float8_e4m3fn)
+            q, scale = quantize(value, torch.float8_e4m3fn)
             out[key] = q
             out[key[: -len("weight")] + "scale_weight"] = scale
         else:

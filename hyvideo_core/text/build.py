@@ -21,7 +21,8 @@ from ..errors import CheckpointError, UnknownFormatError
 from ..model import ops
 from ..weights.identify import describe
 from ..weights.reader import DictSource, TensorSource
-from .precision import attach_scale, broadcastable_scale, dequantize, is_fp8, quantize_fp8
+from ..weights.fp8 import Fp8Codec, dequantize_tensor, quantize
+from .precision import is_fp8
 
 log = logging.getLogger(__name__)
 
@@ -133,18 +134,20 @@ def _check_plan(source: TensorSource, model: nn.Module, plan) -> None:
                 "file, or a config override that does not fit it).")
 
 
+_FP8 = Fp8Codec()
+
+
 def _stored(raw: torch.Tensor, scale, dtype, fp8_dtype, owner: nn.Module) -> torch.Tensor:
-    if scale is not None:
-        scale = broadcastable_scale(scale, raw.shape[0])
+    """The tensor as the tower keeps it: in `dtype`, or fp8 with its scale and the fp8 codec."""
+    scale = torch.ones(()) if scale is None else scale
     if fp8_dtype is None:
-        return dequantize(raw, scale, dtype) if is_fp8(raw.dtype) else raw.to(dtype)
+        return dequantize_tensor(raw, scale).to(dtype) if is_fp8(raw.dtype) else raw.to(dtype)
     if raw.dtype == fp8_dtype:
         q = raw  # kept as the file stores it: no requantisation error
     else:
-        full = dequantize(raw, scale, torch.float32) if is_fp8(raw.dtype) else raw
-        q, scale = quantize_fp8(full, fp8_dtype)
-    if scale is not None:
-        attach_scale(owner, scale)
+        q, scale = quantize(dequantize_tensor(raw, scale) if is_fp8(raw.dtype) else raw, fp8_dtype)
+    owner.register_buffer("scale_weight", scale.float(), persistent=True)
+    owner.codec = _FP8
     return q
 
 
