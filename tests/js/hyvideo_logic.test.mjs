@@ -3,8 +3,8 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 
 import {
-  RESOLUTION_PRESETS, breakdownLines, formatBytes, memoryLevel, planLabel, planQuery, presetFor, snapFrames,
-  snapSize, snapWidgetValue,
+  RESOLUTION_PRESETS, breakdownLines, formatBytes, memoryLevel, planLabel, planQuery, presetFor, reportLines,
+  snapFrames, snapSize, snapWidgetValue,
 } from "../../web/js/hyvideo_logic.js";
 
 test("sizes snap up to multiples of 16, like the reference pipeline", () => {
@@ -15,9 +15,15 @@ test("sizes snap up to multiples of 16, like the reference pipeline", () => {
   assert.equal(snapSize("545"), 560);
 });
 
-test("frames snap to the nearest 4k+1", () => {
-  assert.deepEqual([1, 2, 3, 4, 5, 128, 129, 130, 131, 126].map(snapFrames), [1, 1, 5, 5, 5, 129, 129, 129, 133, 125]);
+test("frames snap down to 4k+1, as the sampler does", () => {
+  assert.deepEqual([1, 2, 3, 4, 5, 128, 129, 130, 131, 126].map(snapFrames), [1, 1, 1, 1, 5, 125, 129, 129, 129, 125]);
   assert.equal(snapFrames(0), 1);
+});
+
+test("a node's report wraps into short lines", () => {
+  assert.deepEqual(reportLines(["960x544x129, 50 steps", "size 1000 rounded up to 1008 and reported here"], 24),
+    ["960x544x129, 50 steps", "size 1000 rounded up to", "  1008 and reported here"]);
+  assert.deepEqual(reportLines(undefined), []);
 });
 
 test("only size and frame widgets are snapped, and a change is reported", () => {

@@ -5,7 +5,7 @@
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 import {
-  OFFICIAL_FRAMES, RESOLUTION_PRESETS, breakdownLines, planLabel, planQuery, snapWidgetValue,
+  OFFICIAL_FRAMES, RESOLUTION_PRESETS, breakdownLines, planLabel, planQuery, reportLines, snapWidgetValue,
 } from "./hyvideo_logic.js";
 
 const PLAN_WIDGETS = new Set(["width", "weight_format"]); // sampler-like and loader-like nodes
@@ -138,6 +138,16 @@ function drawPlan(node, ctx) {
   ctx.restore();
 }
 
+// What the node reported when it ran (snapped sizes, cache skips, swap, LoRA matches), under it.
+function drawReport(node, ctx) {
+  if (!node.hyvideoReport?.length || node.flags?.collapsed) return;
+  ctx.save();
+  ctx.font = "11px sans-serif";
+  ctx.fillStyle = "#9aa4b1";
+  node.hyvideoReport.forEach((line, i) => ctx.fillText(line, 4, node.size[1] + 16 + 13 * i));
+  ctx.restore();
+}
+
 // ComfyUI serves this folder twice when the pack's folder name differs from its pyproject name
 // (WEB_DIRECTORY and [tool.comfy] web): register once.
 const REGISTERED = Symbol.for("hyvideo.MemoryPlanAndSizes");
@@ -171,6 +181,14 @@ app.registerExtension({
     nodeType.prototype.onDrawForeground = function (ctx, ...rest) {
       const result = onDrawForeground?.call(this, ctx, ...rest);
       drawPlan(this, ctx);
+      drawReport(this, ctx);
+      return result;
+    };
+    const onExecuted = nodeType.prototype.onExecuted;
+    nodeType.prototype.onExecuted = function (message, ...rest) {
+      const result = onExecuted?.call(this, message, ...rest);
+      this.hyvideoReport = reportLines(message?.text);
+      this.setDirtyCanvas?.(true, true);
       return result;
     };
     const getExtraMenuOptions = nodeType.prototype.getExtraMenuOptions;

@@ -29,10 +29,29 @@ export function snapSize(value) {
   return Math.ceil(number / SIZE_MULTIPLE) * SIZE_MULTIPLE;
 }
 
-// Frames: the nearest 4k+1 (1, 5, 9, ... 129), the only counts the causal VAE accepts.
+// Frames: down to 4k+1 (1, 5, 9, ... 129), the only counts the causal VAE accepts; the sampler
+// rounds the same way (as ComfyUI's Empty HunyuanLatentVideo does).
 export function snapFrames(value) {
-  const number = Math.max(1, Number(value));
-  return Math.max(0, Math.round((number - 1) / 4)) * 4 + 1;
+  const number = Math.max(1, Math.round(Number(value)));
+  return Math.floor((number - 1) / 4) * 4 + 1;
+}
+
+// The text a node reported when it ran (its ui.text), wrapped to lines of at most `width` chars.
+export function reportLines(text, width = 64) {
+  const lines = [];
+  for (const entry of [].concat(text ?? [])) {
+    let line = "";
+    for (const word of String(entry).split(/\s+/).filter(Boolean)) {
+      if (line && line.length + 1 + word.length > width) {
+        lines.push(line);
+        line = "  " + word;
+      } else {
+        line = line ? `${line} ${word}` : word;
+      }
+    }
+    if (line) lines.push(line);
+  }
+  return lines;
 }
 
 // {value, changed, rule} for a widget, or null when the widget is not one we snap.
