@@ -6,12 +6,15 @@ of the peak RSS and of the working memory (peak RSS minus the RSS just before de
 without the interpreter and the 146M decoder weights both runs hold).
 
     python benchmarks/vae_tiling.py                       # 16x5x32x32 latent -> 17 frames 256x256
-    python benchmarks/vae_tiling.py --tiles 128,32,8,4    # spatial px, overlap, frames, overlap
+    python benchmarks/vae_tiling.py --tiles 128 32 0 0    # spatial px, overlap, frames, overlap
     python benchmarks/vae_tiling.py --child tiled ...     # (internal) one measured decode
 
 The weights are PyTorch's default initialisation (seeded) and the latent is a seeded, spatially
 smooth, stationary random field (unit variance, correlation length ~2 latent pixels), as a
-real latent is; random weights are not a trained VAE, so PSNR here is only indicative.
+real latent is; random weights are not a trained VAE, so PSNR here is only indicative: an
+untrained decoder's receptive field (~25 3x3 convs) does not decay with distance, so every tile
+edge moves the whole tile (replaying the untiled GroupNorm statistics inside the tiles changes
+64-px tiles only from 17.1 to 17.6 dB); untiled decoding is exact.
 """
 from __future__ import annotations
 
@@ -98,9 +101,9 @@ def main() -> None:
     parser.add_argument("--child", choices=["tiled", "untiled"])
     parser.add_argument("--out")
     parser.add_argument("--latent", type=int, nargs=4, default=[16, 5, 32, 32], metavar=("C", "T", "H", "W"))
-    parser.add_argument("--tiles", type=int, nargs=4, default=[128, 32, 8, 4],
+    parser.add_argument("--tiles", type=int, nargs=4, default=[64, 16, 0, 0],
                         metavar=("SPATIAL", "S_OVERLAP", "TEMPORAL", "T_OVERLAP"),
-                        help="tile settings (0 disables an axis); default 128 px/32, 8 frames/4")
+                        help="tile settings (0 disables an axis); default 64 px / 16 px, untiled in time")
     parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
