@@ -6,7 +6,6 @@ The ComfyUI nodes compose the same core calls as separate nodes.
 """
 from __future__ import annotations
 
-import gc
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Callable
 import torch
 
 from .errors import InvalidInputError
-from .runtime.devices import is_cuda, main_device
+from .runtime.devices import is_cuda, main_device, release_memory
 from .sampling import DEFAULT_NEGATIVE_PROMPT, FirstBlockCache, SamplingHooks, SamplingOptions, TeaCache, sample
 
 log = logging.getLogger(__name__)
@@ -106,7 +105,7 @@ def _encode(files: ModelFiles, settings: GenerateSettings, device, notes: list[s
     embeds = encoder.encode(settings.prompt, negative_prompt=negative, template=template_for_frames(settings.frames))
     notes.extend(embeds.notes)
     del encoder
-    _release(device)
+    release_memory(device)
     return embeds
 
 
@@ -140,7 +139,7 @@ def _sample(files, settings: GenerateSettings, embeds, device, notes, progress, 
                             frames=settings.frames, cache=_cache(settings), hooks=hooks, device=device)
     finally:
         del model
-        _release(device)
+        release_memory(device)
     notes.extend(result.notes)
     if result.cache is not None:
         notes.append(f"cache: {result.cache.skipped} of {result.cache.skipped + result.cache.computed} steps skipped")
@@ -164,14 +163,8 @@ def _decode(files, settings: GenerateSettings, latent: torch.Tensor, device, not
     if report is not None:
         notes.append(f"VAE decode: {report.describe()}")
     del vae
-    _release(device)
+    release_memory(device)
     return video
-
-
-def _release(device) -> None:
-    gc.collect()
-    if is_cuda(device):
-        torch.cuda.empty_cache()
 
 
 def _raise_if(cancelled: Callable[[], bool]) -> None:

@@ -44,7 +44,7 @@ class HyVideoKeyframeEncode:
             keyframes = build_keyframe_conditioning(vae, first_image, last_image, width, height, frames,
                                                     seed=encode_seed, tiling="auto" if tiling == "auto" else None)
         # Cached between runs: keep it in RAM, not on the GPU (the sampler moves it per run).
-        keyframes = replace(keyframes, latent=keyframes.latent.cpu(), raw_latent=keyframes.raw_latent.cpu())
+        keyframes = replace(keyframes, latent=keyframes.latent.cpu())
         which = " and ".join(n for n, on in (("first", keyframes.has_first), ("last", keyframes.has_last)) if on)
         text = [f"{which} frame for {keyframes.width}x{keyframes.height}x{keyframes.frames}", *keyframes.notes]
         return {"ui": {"text": text}, "result": (keyframes,)}

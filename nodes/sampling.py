@@ -103,7 +103,7 @@ class HyVideoSampler:
             notes += model.prepare(run, host)
             result = hyvideo_core.sample(
                 model.transformer, embeds, options, **given_size, init_latent=init,
-                keyframe_latent=None if keyframes is None else keyframes.raw_latent,
+                keyframe_latent=None if keyframes is None else keyframes.latent,
                 cache=None if cache is None else cache.build(), hooks=sampling_hooks(steps, unique_id),
                 device=model.main)
         notes += list(result.notes)

@@ -128,7 +128,7 @@ def test_keyframes_without_the_lora_name_the_missing_lora(vae):
         cond.check(model)
     with pytest.raises(InvalidInputError, match="load the keyframe LoRA"):    # the sampler's own check
         sample(model, embeds(model.config), SamplingOptions(steps=1), width=W, height=H, frames=F,
-               keyframe_latent=cond.raw_latent)
+               keyframe_latent=cond.latent)
 
 
 # -- conditioning -------------------------------------------------------------------------------
@@ -165,11 +165,10 @@ def test_conditioning_latent_frames(vae):
     cond = build_keyframe_conditioning(vae, first, last, W, H, F, seed=5)
     assert isinstance(cond, KeyframeConditioning)
     assert cond.latent.shape == (1, 16, (F - 1) // 4 + 1, H // 8, W // 8)
-    # a seeded posterior sample of the keyframe video, scaled into the model's space
+    # a seeded posterior sample of the keyframe video (raw; the sampler scales it)
     video = keyframe_video(first, last, W, H, F)
     expected = vae.encode(video).sample(torch.Generator().manual_seed(5))
-    torch.testing.assert_close(cond.raw_latent, expected)
-    torch.testing.assert_close(cond.latent, expected * LATENT_SCALE)
+    torch.testing.assert_close(cond.latent, expected)
     # The causal VAE maps pixel frame 0 to latent frame 0 and frames 4t-3..4t to latent frame t
     # (SPEC 3): so latent frame 0 holds keyframe 1 and the last one frames F-4..F-1, i.e. three
     # black frames and keyframe 2. (The tiny random VAE's GroupNorm mixes frames, so this is
@@ -182,7 +181,7 @@ def test_conditioning_latent_frames(vae):
     # only a first or only a last frame
     only_first = build_keyframe_conditioning(vae, first, None, W, H, F, seed=5)
     assert only_first.has_first and not only_first.has_last
-    torch.testing.assert_close(only_first.raw_latent, vae.encode(keyframe_video(first, None, W, H, F)).sample(
+    torch.testing.assert_close(only_first.latent, vae.encode(keyframe_video(first, None, W, H, F)).sample(
         torch.Generator().manual_seed(5)))
     assert build_keyframe_conditioning(vae, None, last, W, H, F, seed=5).has_last
 
@@ -206,19 +205,20 @@ def test_tiny_keyframe_run_end_to_end(vae):
     hook = model.img_in.register_forward_pre_hook(lambda _m, args: seen.append(args[0].clone()))
     try:
         result = sample(model, e, SamplingOptions(steps=3, seed=11, embedded_guidance=6.0), width=W, height=H,
-                        frames=F, keyframe_latent=cond.raw_latent)
+                        frames=F, keyframe_latent=cond.latent)
     finally:
         hook.remove()
     assert len(seen) == 3 and all(s.shape[1] == 32 for s in seen)
-    for s in seen:   # conditioning after the noisy latent, unchanged at every step
-        torch.testing.assert_close(s[:, 16:], cond.latent, atol=1e-6, rtol=1e-6)
+    scaled = cond.latent * LATENT_SCALE
+    for s in seen:   # conditioning (in the model's space) after the noisy latent, unchanged every step
+        torch.testing.assert_close(s[:, 16:], scaled, atol=1e-6, rtol=1e-6)
 
     sigmas = flow_sigmas(3, 7.0)
     x = seeded_noise((1, 16, 3, H // 8, W // 8), 11)
     states, pooled = text(model.config)
     with torch.no_grad():
         for i in range(3):
-            v = model(cond.model_input(x), float(sigmas[i]) * 1000, states, None, pooled, 6000.0)
+            v = model(torch.cat([x, scaled], dim=1), float(sigmas[i]) * 1000, states, None, pooled, 6000.0)
             x = x + v.float() * float(sigmas[i + 1] - sigmas[i])
     torch.testing.assert_close(result.latent, x / LATENT_SCALE, atol=1e-5, rtol=1e-5)
 
@@ -227,12 +227,5 @@ def test_tiny_keyframe_run_end_to_end(vae):
     # the conditioning matters: another last frame gives another video
     other = build_keyframe_conditioning(vae, image(16, 32, 1), image(16, 32, 9), W, H, F, seed=0)
     changed = sample(model, e, SamplingOptions(steps=3, seed=11), width=W, height=H, frames=F,
-                     keyframe_latent=other.raw_latent).latent
+                     keyframe_latent=other.latent).latent
     assert (changed - result.latent).abs().max() > 1e-3
-
-
-def test_model_input_checks_the_size():
-    cond = KeyframeConditioning(torch.zeros(1, 16, 3, 2, 4), torch.zeros(1, 16, 3, 2, 4), W, H, F, True, True)
-    with pytest.raises(InvalidInputError, match="does not match the video"):
-        cond.model_input(torch.zeros(1, 16, 5, 2, 4))
-    assert cond.model_input(torch.ones(2, 16, 3, 2, 4)).shape == (2, 32, 3, 2, 4)

@@ -6,7 +6,8 @@
   The LoRA's shapes decide the width, never its file name.
 - Conditioning: an F-frame video with keyframe 1 at frame 0, keyframe 2 at frame F-1 and black
   (-1) in between, each image resized by the larger ratio and centre-cropped to the generation
-  size, VAE-encoded with a seeded sample and scaled by 0.476986 into the model's latent space.
+  size, VAE-encoded with a seeded sample (a raw latent; the sampler scales it into the model's
+  space and concatenates it after the noisy latent every step).
   Latent frame 0 then holds keyframe 1 and the last latent frame the last 4 pixel frames. The
   sampler concatenates it after the noisy latent on the channel axis at every step (SPEC 7.1).
 """
@@ -89,11 +90,9 @@ def require_keyframe_model(model: nn.Module, channels: int = 16) -> None:
 # -- the conditioning --------------------------------------------------------------------------
 @dataclass(frozen=True)
 class KeyframeConditioning:
-    """The encoded keyframe video, in the model's latent space (raw VAE latent × 0.476986)."""
+    """The encoded keyframe video: what `sampling.sample(keyframe_latent=...)` takes."""
 
-    latent: torch.Tensor              # [1, 16, (F-1)/4+1, H/8, W/8], model space
-    raw_latent: torch.Tensor          # the same before scaling (ComfyUI LATENT convention): what
-                                      # `sampling.sample(keyframe_latent=...)` takes
+    latent: torch.Tensor              # [1, 16, (F-1)/4+1, H/8, W/8], raw (ComfyUI LATENT convention)
     width: int
     height: int
     frames: int
@@ -103,15 +102,6 @@ class KeyframeConditioning:
 
     def check(self, model: nn.Module) -> None:
         require_keyframe_model(model, self.latent.shape[1])
-
-    def model_input(self, noisy: torch.Tensor) -> torch.Tensor:
-        """[noisy latent ; conditioning] on the channel axis: the DiT input at every step."""
-        if tuple(noisy.shape[2:]) != tuple(self.latent.shape[2:]):
-            raise InvalidInputError(
-                f"keyframe conditioning: latent T,H,W {list(self.latent.shape[2:])} does not match the video "
-                f"being sampled {list(noisy.shape[2:])}; build it with the same width, height and frames.")
-        cond = self.latent.to(device=noisy.device, dtype=noisy.dtype).expand(noisy.shape[0], -1, -1, -1, -1)
-        return torch.cat([noisy, cond], dim=1)
 
 
 def build_keyframe_conditioning(vae, first_image: torch.Tensor | None, last_image: torch.Tensor | None,
@@ -128,7 +118,7 @@ def build_keyframe_conditioning(vae, first_image: torch.Tensor | None, last_imag
         raise InvalidInputError(
             f"keyframe conditioning: the VAE returned a latent {list(raw.shape)}, expected [1, "
             f"{', '.join(map(str, expected))}]; is this the HunyuanVideo VAE?")
-    return KeyframeConditioning(vae.to_model_latent(raw), raw, plan.width, plan.height, plan.frames,
+    return KeyframeConditioning(raw, plan.width, plan.height, plan.frames,
                                 first_image is not None, last_image is not None, plan.adjustments)
 
 

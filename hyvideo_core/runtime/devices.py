@@ -5,6 +5,8 @@ is safe on a CPU-only machine.
 """
 from __future__ import annotations
 
+import gc
+
 import logging
 
 import torch
@@ -92,10 +94,18 @@ def pin(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
+    """A device out-of-memory (CUDA or other), a failed CPU allocation, or a MemoryError."""
     oom_types = tuple(t for t in (getattr(torch, "OutOfMemoryError", None),
                                   getattr(torch.cuda, "OutOfMemoryError", None)) if t is not None)
-    if oom_types and isinstance(exc, oom_types):
+    if isinstance(exc, (MemoryError, *oom_types)):
         return True
-    if isinstance(exc, MemoryError):
-        return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(
+        m in text for m in ("out of memory", "can't allocate memory", "not enough memory"))
+
+
+def release_memory(device: torch.device | str) -> None:
+    """Collect dropped tensors and hand cached CUDA blocks back (a no-op for the CPU's allocator)."""
+    gc.collect()
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()

@@ -10,13 +10,11 @@ planner predicted and what would fit, and whose `.suggestion` is that `Plan` (sw
 """
 from __future__ import annotations
 
-import gc
 from contextlib import contextmanager
 
-import torch
 
 from ..errors import OutOfMemoryError
-from .devices import is_cuda, is_out_of_memory, main_device, total_bytes
+from .devices import is_out_of_memory, main_device, release_memory, total_bytes
 from .planner import GiB, PlanInputs, auto_swap, plan
 
 
@@ -55,7 +53,5 @@ def oom_guard(inputs: PlanInputs, *, stage: str = "sampling", budget: int | None
         error = oom_with_plan(exc, inputs, budget=budget, stage=stage, device=device)
     if error is not None:
         # Outside the except block the failed frames (and their tensors) are no longer referenced.
-        gc.collect()
-        if is_cuda(main_device(device)):
-            torch.cuda.empty_cache()
+        release_memory(main_device(device))
         raise error

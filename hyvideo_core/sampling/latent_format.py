@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import torch
 
-LATENT_SCALE = 0.476986
+from ..vae.config import SCALING_FACTOR
+
+LATENT_SCALE = SCALING_FACTOR  # the VAE's scaling_factor, 0.476986
 LATENT_CHANNELS = 16
 
 

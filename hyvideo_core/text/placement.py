@@ -8,12 +8,12 @@ On a machine where main and offload are the same device this does nothing.
 from __future__ import annotations
 
 import contextlib
-import gc
 
 import torch
 import torch.nn as nn
 
 from ..errors import OutOfMemoryError
+from ..runtime.devices import release_memory
 
 
 def same_device(a: torch.device, b: torch.device) -> bool:
@@ -63,6 +63,4 @@ def on_device(module: nn.Module, device: torch.device, what: str = "text encoder
     finally:
         for owner, kind, name, tensor in originals:
             getattr(owner, kind)[name] = tensor
-        if device.type == "cuda":
-            gc.collect()
-            torch.cuda.empty_cache()
+        release_memory(device)

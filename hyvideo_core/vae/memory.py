@@ -7,7 +7,6 @@ which are resident anyway.
 """
 from __future__ import annotations
 
-import gc
 import os
 
 import torch
@@ -100,18 +99,3 @@ def available_ram() -> int:
         return int(psutil.virtual_memory().available)
     except ImportError:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """CUDA OOM, a failed CPU allocation, or a MemoryError."""
-    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
-        return True
-    text = str(exc).lower()
-    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text
-                                              or "not enough memory" in text)
-
-
-def release_memory(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()

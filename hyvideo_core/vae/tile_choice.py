@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import OutOfMemoryError
-from .memory import estimate_decode_bytes, estimate_encode_bytes, is_out_of_memory, memory_budget, release_memory
+from ..runtime.devices import is_out_of_memory, release_memory
+from .memory import estimate_decode_bytes, estimate_encode_bytes, memory_budget
 from .tiling import MIN_SPATIAL_TILE, MIN_TEMPORAL_TILE, TileSpec
 
 log = logging.getLogger(__name__)

@@ -20,8 +20,8 @@ class HunyuanVideoVAE(nn.Module):
     """AutoencoderKLCausal3D with the official state-dict names.
 
     Conventions: video is [B, 3, F, H, W] in -1..1 with F = 4k+1 and H, W multiples of 8; latents
-    are *raw* [B, 16, k+1, H/8, W/8] (ComfyUI's LATENT convention). The DiT works on
-    `to_model_latent(raw) = raw * scaling_factor`; `from_model_latent` undoes it.
+    are *raw* [B, 16, k+1, H/8, W/8] (ComfyUI's LATENT convention); the sampler scales them
+    into the DiT's space (hyvideo_core.sampling.latent_format, the one place that does).
     `tiling` arguments: None (one pass, exact), a TileSpec, or "auto" (fit a memory budget).
     """
 
@@ -42,13 +42,6 @@ class HunyuanVideoVAE(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.post_quant_conv.weight.device
-
-    # --- the latent boundary ---------------------------------------------------------------
-    def to_model_latent(self, raw: torch.Tensor) -> torch.Tensor:
-        return raw * self.config.scaling_factor
-
-    def from_model_latent(self, model_latent: torch.Tensor) -> torch.Tensor:
-        return model_latent / self.config.scaling_factor
 
     # --- encode -----------------------------------------------------------------------------
     @torch.no_grad()
