@@ -32,6 +32,8 @@ _PUBLIC = {
     "plan_for_model": "hyvideo_core.runtime.planner",
     "oom_guard": "hyvideo_core.runtime.oom",
     "generate": "hyvideo_core.pipeline",
+    "TileSpec": "hyvideo_core.vae.tiling",
+    "HunyuanVideoVAE": "hyvideo_core.vae.vae",
     "DiTConfig": "hyvideo_core.model.config",
     "HunyuanVideoTransformer": "hyvideo_core.model.transformer",
     "HyVideoError": "hyvideo_core.errors",
