@@ -31,6 +31,18 @@ def on_main_device(vae):
         host.free_memory()
 
 
+def tile_progress():
+    """A progress callback for the VAE: a bar per decode, updated (and interrupt-checked) per tile."""
+    bar = None
+
+    def report(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = host.progress(total)
+        bar.update(done, total)
+    return report
+
+
 def tiling_for(tiling: str, spatial_tile: int, spatial_overlap: int, temporal_tile: int, temporal_overlap: int):
     """'auto' (sizes from the free memory, smaller on out-of-memory), 'off' (one pass) or the given tiles."""
     if tiling == "auto":
@@ -75,7 +87,7 @@ class HyVideoVAEDecode:
         tiles = tiling_for(tiling, spatial_tile, spatial_overlap, temporal_tile, temporal_overlap)
         host.check_interrupt()
         with host.interruptible(), on_main_device(vae):
-            video = vae.decode(samples["samples"], tiling=tiles, output_device="cpu")
+            video = vae.decode(samples["samples"], tiling=tiles, output_device="cpu", progress=tile_progress())
         images = video_to_images(video)
         del video
         report = vae.last_decode_report.describe() if vae.last_decode_report else "decoded"

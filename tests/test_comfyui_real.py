@@ -140,8 +140,13 @@ async def run_prompt(server, prompt: dict, interrupt_after_progress: bool = Fals
                     if event["type"] in ("execution_error", "execution_interrupted") or (
                             event["type"] == "executing" and data.get("node") is None):
                         break
-        async with session.get(f"{server['url']}/history/{prompt_id}") as r:
-            history = (await r.json()).get(prompt_id, {})
+        history = {}
+        for _ in range(50):  # the history entry is written just after the final websocket event
+            async with session.get(f"{server['url']}/history/{prompt_id}") as r:
+                history = (await r.json()).get(prompt_id, {})
+            if history.get("status", {}).get("completed") is not None:
+                break
+            await asyncio.sleep(0.1)
     return history, events
 
 

@@ -13,7 +13,7 @@ from hyvideo_core.errors import InvalidInputError, OutOfMemoryError
 from hyvideo_core.vae import TileSpec, VAEConfig
 from hyvideo_core.vae.memory import estimate_decode_bytes
 from hyvideo_core.vae.tile_choice import choose_decode_tiles, smaller_tiles
-from hyvideo_core.vae.tiling import snap_tiles, tiled_decode, tiled_encode
+from hyvideo_core.vae.tiling import decode_tile_count, snap_tiles, tiled_decode, tiled_encode
 from conftest import golden_json, golden_path
 
 SETTINGS = [  # (spatial px, overlap, temporal frames, overlap): non-default temporal sizes included
@@ -224,3 +224,27 @@ def test_reference_attributes_that_misalign_are_reported(caplog):
     assert tiles == TileSpec(40, 16, 20, 8)  # latent stride 3: overlap 2 latents = 16 px / 8 frames
     assert "misplace" in caplog.text
     assert TileSpec.from_reference(256, 32, 64, 16, 0.25) == TileSpec()
+
+
+def test_decode_reports_progress_per_tile_and_can_be_stopped():
+    vae = hyvideo_core.load_vae(golden_path("vae", "weights.safetensors"), config=golden_json("vae", "config.json"),
+                                dtype=torch.float32)
+    latent = torch.randn(1, 16, 5, 8, 8)
+    tiles = TileSpec(32, 8, 8, 4)
+    seen = []
+    vae.decode(latent, tiling=tiles, progress=lambda done, total: seen.append((done, total)))
+    total = decode_tile_count(latent.shape, snap_tiles(tiles, vae.config), vae.config)
+    assert total > 4 and seen == [(i, total) for i in range(1, total + 1)]
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_two(done, _total):
+        if done == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        vae.decode(latent, tiling=tiles, progress=stop_at_two)
+    seen.clear()
+    vae.decode(latent, progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(1, 1)]

@@ -130,7 +130,7 @@ def _effective(tiles: TileSpec, extent_px: int, frames: int) -> bool:
 
 
 def decode_with_fallback(vae, latent: torch.Tensor, tiling, *, retry_on_oom: bool = True,
-                         memory_budget: int | None = None, output_device=None):
+                         memory_budget: int | None = None, output_device=None, progress=None):
     """Decode with `tiling` (None, TileSpec or "auto"); on out-of-memory retry with smaller tiles.
     Returns (video, DecodeReport)."""
     report = DecodeReport(tiles=None)
@@ -143,7 +143,7 @@ def decode_with_fallback(vae, latent: torch.Tensor, tiling, *, retry_on_oom: boo
             f"VAE decode: tiling={tiling!r}; expected None, 'auto' or a TileSpec.")
     while True:
         try:
-            video = vae.decode_once(latent, tiles, output_device=output_device)
+            video = vae.decode_once(latent, tiles, output_device=output_device, progress=progress)
         except Exception as exc:  # only out-of-memory errors are retried; the rest propagate
             if not (retry_on_oom and is_out_of_memory(exc)):
                 raise

@@ -169,6 +169,18 @@ def tiled_decode(z: torch.Tensor, decode: Runner, tiles: TileSpec, config: VAECo
     return tile_time(z, by_space, temporal, config.sample_frames(frames), out_device)
 
 
+def decode_tile_count(latent_shape, tiles: TileSpec | None, config: VAEConfig) -> int:
+    """How many decoder calls one sample takes with these tiles (for progress reports)."""
+    if tiles is None:
+        return 1
+    spatial, temporal = decode_axes(tiles, config)
+    frames, height, width = latent_shape[-3:]
+    in_time = 1 if temporal is None or frames <= temporal.tile_in - 1 else len(range(0, frames, temporal.stride_in))
+    if spatial is None or (height <= spatial.tile_in and width <= spatial.tile_in):
+        return in_time
+    return in_time * len(range(0, height, spatial.stride_in)) * len(range(0, width, spatial.stride_in))
+
+
 def tiled_encode(x: torch.Tensor, encode: Runner, tiles: TileSpec, config: VAEConfig) -> torch.Tensor:
     """Encode video [B, 3, F, H, W] tile by tile; `encode` maps a video tile to moments."""
     spatial, temporal = encode_axes(tiles, config)

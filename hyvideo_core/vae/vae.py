@@ -3,6 +3,7 @@ where the latent scaling factor is applied."""
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
 import torch
 from torch import nn
@@ -11,7 +12,7 @@ from ..errors import InvalidInputError
 from .autoencoder import Decoder, Encoder
 from .config import VAEConfig
 from .posterior import DiagonalGaussian
-from .tiling import TileSpec, snap_tiles, tiled_decode, tiled_encode
+from .tiling import TileSpec, decode_tile_count, snap_tiles, tiled_decode, tiled_encode
 
 log = logging.getLogger(__name__)
 
@@ -96,15 +97,18 @@ class HunyuanVideoVAE(nn.Module):
     @torch.no_grad()
     def decode(self, latent: torch.Tensor, tiling: TileSpec | str | None = None, *,
                retry_on_oom: bool = True, memory_budget: int | None = None,
-               output_device: torch.device | str | None = None) -> torch.Tensor:
+               output_device: torch.device | str | None = None,
+               progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
         """Raw latents [B, 16, T, h, w] -> video [B, 3, 4(T-1)+1, 8h, 8w] (not clamped).
 
         On an out-of-memory error the decode is retried with smaller tiles (halving spatial, then
-        temporal tiles); `last_decode_report` says which tiles worked."""
+        temporal tiles); `last_decode_report` says which tiles worked. `progress(done, total)` is
+        called after every tile; whatever it raises (e.g. a host's interrupt) stops the decode."""
         self._check_latent(latent)
         from .tile_choice import decode_with_fallback
         video, report = decode_with_fallback(self, latent, tiling, retry_on_oom=retry_on_oom,
-                                             memory_budget=memory_budget, output_device=output_device)
+                                             memory_budget=memory_budget, output_device=output_device,
+                                             progress=progress)
         self.last_decode_report = report
         return video
 
@@ -112,16 +116,19 @@ class HunyuanVideoVAE(nn.Module):
         return self.decode(latent, tiling=tiles, **kwargs)
 
     def decode_once(self, latent: torch.Tensor, tiles: TileSpec | None,
-                    output_device: torch.device | str | None = None) -> torch.Tensor:
+                    output_device: torch.device | str | None = None,
+                    progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
         """One decode attempt with fixed tiles (no fallback); batch decoded sample by sample."""
         tiles = None if tiles is None else snap_tiles(tiles, self.config)
+        decode = self._decode_plain if progress is None else _counted(
+            self._decode_plain, progress, latent.shape[0] * decode_tile_count(latent.shape, tiles, self.config))
         out = None
         for index, sample in enumerate(latent.split(1)):
             sample = sample.to(self.device, self.dtype)
             if tiles is None:
-                video = self._decode_plain(sample)
+                video = decode(sample)
             else:  # tiles are assembled straight on the output device
-                video = tiled_decode(sample, self._decode_plain, tiles, self.config, out_device=output_device)
+                video = tiled_decode(sample, decode, tiles, self.config, out_device=output_device)
             video = video.to(output_device) if output_device is not None else video
             if latent.shape[0] == 1:
                 return video
@@ -141,3 +148,16 @@ class HunyuanVideoVAE(nn.Module):
             raise InvalidInputError(
                 f"VAE decode: latent has shape {list(latent.shape)}{hint}; expected [B, {c}, frames, "
                 f"height, width] raw HunyuanVideo latents ({c} channels).")
+
+
+def _counted(run: Callable[[torch.Tensor], torch.Tensor], progress: Callable[[int, int], None], total: int):
+    """`run`, reporting (done, total) after every call."""
+    done = 0
+
+    def counted(tile: torch.Tensor) -> torch.Tensor:
+        nonlocal done
+        out = run(tile)
+        done += 1
+        progress(done, total)
+        return out
+    return counted
