@@ -12,10 +12,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-import torch
-
 from .errors import HyVideoError
-from .model_files import PUBLIC_NAMES, find_model_files
+from .model_files import find_model_files
 from .pipeline import CACHES, GenerateSettings, ModelFiles, generate
 from .sampling import SOLVERS, SamplingOptions
 from .weights.storage import FORMATS

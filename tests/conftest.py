@@ -41,3 +41,21 @@ def golden_dit(golden_dit_config):
     import hyvideo_core
     return hyvideo_core.load_transformer(golden_path("dit", "weights.safetensors"), config=golden_dit_config,
                                          dtype=torch.float32, attention="sdpa")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """For modules of tiny-model tests (`pytestmark = pytest.mark.usefixtures("one_thread")`):
+    on 2 shared cores, OpenMP hand-offs cost more than such small maths."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def vae():
+    """The golden tiny VAE loaded through the public loader (fp32, CPU)."""
+    import hyvideo_core
+    return hyvideo_core.load_vae(golden_path("vae", "weights.safetensors"), config=golden_json("vae", "config.json"),
+                                 dtype=torch.float32)

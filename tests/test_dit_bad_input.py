@@ -1,7 +1,6 @@
 """Wrong files and wrong options give clear errors, never crashes or silent loads."""
 from __future__ import annotations
 
-import pickle
 
 import pytest
 import torch

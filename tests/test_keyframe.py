@@ -14,16 +14,10 @@ from hyvideo_core.lora import apply_loras, parse_lora, remove_loras
 from hyvideo_core.sampling import LATENT_SCALE, PromptPair, PromptTensors, SamplingOptions, flow_sigmas, sample, seeded_noise
 from hyvideo_core.weights.reader import DictSource
 
-from conftest import golden_json, golden_path
+from conftest import golden_path
 from test_lora_support import inputs, tiny_dit
 
 W, H, F = 32, 16, 9      # pixels -> latent [1, 16, 3, 2, 4]
-
-
-@pytest.fixture(scope="module")
-def vae():
-    return hyvideo_core.load_vae(golden_path("vae", "weights.safetensors"), config=golden_json("vae", "config.json"),
-                                 dtype=torch.float32)
 
 
 def keyframe_lora(model, rank=4, channels=32, seed=0, extra=True):

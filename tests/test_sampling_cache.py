@@ -8,7 +8,9 @@ import torch
 from hyvideo_core.errors import InvalidInputError
 from hyvideo_core.sampling import FirstBlockCache, SamplingOptions, TeaCache, installed, sample
 
-from test_sampling_support import SIZE, ForwardRecorder, embeds, one_thread, tiny_model  # noqa: F401 (autouse fixture)
+from test_sampling_support import SIZE, ForwardRecorder, embeds, tiny_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def spec_polynomial(x: float) -> float:

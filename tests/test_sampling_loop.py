@@ -8,7 +8,9 @@ from hyvideo_core.errors import CancelledError, InvalidInputError
 from hyvideo_core.sampling import (DEFAULT_NEGATIVE_PROMPT, LATENT_SCALE, PromptPair, SamplingHooks,
                                    SamplingOptions, TeaCache, flow_sigmas, sample, seeded_noise)
 
-from test_sampling_support import SIZE, ForwardRecorder, embeds, one_thread, prompt, tiny_model  # noqa: F401 (autouse fixture)
+from test_sampling_support import SIZE, ForwardRecorder, embeds, prompt, tiny_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

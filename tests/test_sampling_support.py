@@ -1,7 +1,6 @@
 """Shared helpers of the sampling tests: the golden tiny DiT and random prompt embeds."""
 from __future__ import annotations
 
-import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -14,13 +13,6 @@ from conftest import golden_path
 SIZE = {"width": 64, "height": 48, "frames": 9}   # latent [B, 16, 3, 6, 8]: 36 image tokens
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on a loaded 2-core machine: thread hand-offs cost more than the maths."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_model(**config_changes) -> HunyuanVideoTransformer:

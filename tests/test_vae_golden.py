@@ -8,22 +8,13 @@ import hyvideo_core
 from hyvideo_core.vae import SCALING_FACTOR, TileSpec, attention, layers
 from conftest import golden_json, golden_path, golden_tensors
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 ATOL = 1e-4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny convs on a shared 2-core machine: OpenMP hand-offs cost more than the maths.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module")
-def vae():
-    return hyvideo_core.load_vae(golden_path("vae", "weights.safetensors"),
-                                 config=golden_json("vae", "config.json"), dtype=torch.float32)
 
 
 @pytest.fixture(scope="module")

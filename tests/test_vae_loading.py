@@ -14,16 +14,12 @@ from hyvideo_core.vae import PRESETS
 from hyvideo_core.vae.config import config_from_dict, infer_config
 from conftest import golden_json, golden_path, golden_tensors
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 # The official key listing (SPEC 3.1) lives in the shared reference folder beside the repo.
 SHARED_KEYS = golden_path("..", "data", "vae_keys_official.json")  # copied from shared/reference
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,8 @@ from hyvideo_core.vae.tile_choice import choose_decode_tiles, smaller_tiles
 from hyvideo_core.vae.tiling import decode_tile_count, snap_tiles, tiled_decode, tiled_encode
 from conftest import golden_json, golden_path
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SETTINGS = [  # (spatial px, overlap, temporal frames, overlap): non-default temporal sizes included
     TileSpec(32, 8, 8, 4),
     TileSpec(40, 16, 4, 0),
@@ -23,19 +25,8 @@ SETTINGS = [  # (spatial px, overlap, temporal frames, overlap): non-default tem
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny convs on a shared 2-core machine: OpenMP hand-offs cost more than the maths.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module")
-def vae():
-    return hyvideo_core.load_vae(golden_path("vae", "weights.safetensors"),
-                                 config=golden_json("vae", "config.json"), dtype=torch.float32)
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
