@@ -102,7 +102,7 @@ def _check_axis(name: str, size, overlap, minimum: int, unit: str) -> None:
 
 def snap_tiles(tiles: TileSpec, config: VAEConfig) -> TileSpec:
     """Round sizes down to whole latent units (8 px, 4 frames), saying so when that changes them."""
-    s = config.spatial_compression
+    s, t = config.spatial_compression, config.temporal_compression
     snap = lambda v, unit: None if v is None else v // unit * unit  # noqa: E731
     overlap_s = min(snap(tiles.spatial_overlap, s), snap(tiles.spatial, s) - s) if tiles.spatial else 0
     overlap_t = min(snap(tiles.temporal_overlap, t), snap(tiles.temporal, t) - t) if tiles.temporal else 0
@@ -124,7 +124,7 @@ class AxisTiling:
 
 
 def decode_axes(tiles: TileSpec, config: VAEConfig) -> tuple[AxisTiling | None, AxisTiling | None]:
-    s = config.spatial_compression
+    s, t = config.spatial_compression, config.temporal_compression
     spatial = temporal = None
     if tiles.spatial is not None:
         stride = (tiles.spatial - tiles.spatial_overlap) // s
@@ -136,7 +136,7 @@ def decode_axes(tiles: TileSpec, config: VAEConfig) -> tuple[AxisTiling | None, 
 
 
 def encode_axes(tiles: TileSpec, config: VAEConfig) -> tuple[AxisTiling | None, AxisTiling | None]:
-    s = config.spatial_compression
+    s, t = config.spatial_compression, config.temporal_compression
     spatial = temporal = None
     if tiles.spatial is not None:
         stride = tiles.spatial - tiles.spatial_overlap
