@@ -5,9 +5,8 @@ can feed it."""
 from __future__ import annotations
 
 import hyvideo_core
-from hyvideo_core.errors import InvalidInputError
 from hyvideo_core.sampling import SOLVERS, SamplingHooks, SamplingOptions, plan_latent
-from hyvideo_core.sampling.guidance import CFG_MODES, DEFAULT_NEGATIVE_PROMPT
+from hyvideo_core.sampling.guidance import CFG_MODES
 
 from .host import host
 from .model_handle import RunShape
@@ -83,11 +82,6 @@ class HyVideoSampler:
 
     def sample(self, model, embeds, width, height, frames, steps, shift, embedded_guidance, true_cfg_scale, cfg_mode,
                seed, denoise, solver, samples=None, cache=None, keyframes=None, unique_id=None):
-        if true_cfg_scale > 1 and getattr(embeds, "negative", None) is None:
-            raise InvalidInputError(
-                f"true_cfg_scale={true_cfg_scale:g} needs a negative prompt: fill negative_prompt in the HunyuanVideo "
-                f"Text Encode node (the reference's default is: {DEFAULT_NEGATIVE_PROMPT}), or set true_cfg_scale "
-                "to 1 (off; the embedded guidance still applies).")
         options = SamplingOptions(steps=steps, shift=shift, solver=solver, seed=seed,
                                   embedded_guidance=embedded_guidance, cfg_scale=true_cfg_scale, cfg_mode=cfg_mode,
                                   denoise=denoise)

@@ -14,7 +14,7 @@ import torch
 
 from ..errors import InvalidInputError
 from .cache import CachePolicy, CacheReport, installed
-from .guidance import GuidanceSettings, GuidedVelocity
+from .guidance import DEFAULT_NEGATIVE_PROMPT, GuidanceSettings, GuidedVelocity
 from .hooks import SamplingHooks
 from .latent_format import latent_dict, to_model_space, to_raw_latent
 from .noise import LatentPlan, noise_to_sigma, plan_from_latent, plan_latent, seeded_noise
@@ -201,8 +201,10 @@ def _check_embeds(model, embeds, guidance: GuidanceSettings, batch: int, notes: 
     if guidance.true_cfg:
         if negative is None:
             raise InvalidInputError(
-                f"cfg_scale={guidance.cfg_scale} needs negative embeds; encode a negative prompt (e.g. "
-                "hyvideo_core.sampling.DEFAULT_NEGATIVE_PROMPT) or set cfg_scale=1.")
+                f"cfg_scale={guidance.cfg_scale:g} (true CFG) needs a negative prompt: encode one with the positive "
+                "prompt (the Text Encode node's negative_prompt; the reference's default is "
+                f"'{DEFAULT_NEGATIVE_PROMPT}'), or set cfg_scale / true_cfg_scale to 1 (the embedded guidance "
+                "still applies).")
         check_prompt(negative, "negative", c.text_dim, c.pooled_text_dim, batch)
     elif negative is not None:
         _note(notes, f"negative embeds are not used at cfg_scale={guidance.cfg_scale} (true CFG needs cfg_scale > 1)")
