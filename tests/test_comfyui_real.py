@@ -11,33 +11,26 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from harness import SMALL_SETTINGS, api_workflows, file_inputs, load_json, load_pack, media_inputs, with_inputs
+from comfyui_server import COMFYUI_PATH, PACK_FOLDER, http, log_tail, running_comfyui
+from harness import SMALL_SETTINGS, api_workflows, file_inputs, load_json, load_pack, with_inputs
 from harness_example_nodes import example_prompt
-from tiny_models import write_dit, write_inputs, write_models
 
-COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
 pytestmark = [pytest.mark.comfyui,
               pytest.mark.skipif(not COMFYUI_PATH, reason="set COMFYUI_PATH to a ComfyUI checkout to run")]
 aiohttp = pytest.importorskip("aiohttp")
 
-PACK_FOLDER = "hyvideo"                    # the symlink's name: ComfyUI serves our JS under /extensions/hyvideo/
-START_TIMEOUT, RUN_TIMEOUT = 180, 600
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+RUN_TIMEOUT = 600
+# A second pack with the harness's example nodes: they reach ComfyUI only through our host,
+# so running them checks nodes/host.py's ComfyUI side (folders, progress, previews, interrupt).
+EXAMPLES_PACK = (f"import sys\nsys.path.append({str(Path(__file__).parent)!r})\n"
+                 "from harness.pack import load_pack\nload_pack()  # makes hyvideo_core importable\n"
+                 "from harness_example_nodes import NODES as NODE_CLASS_MAPPINGS\n")
 
 
 def small_prompt(path: Path) -> dict:
@@ -46,69 +39,8 @@ def small_prompt(path: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def comfy(tmp_path_factory):
-    root = tmp_path_factory.mktemp("comfyui")
-    (root / "custom_nodes").mkdir()
-    (root / "base" / "custom_nodes").mkdir(parents=True)  # ComfyUI lists its base folder's too
-    (root / "custom_nodes" / PACK_FOLDER).symlink_to(Path(__file__).resolve().parents[1], target_is_directory=True)
-    names = set().union(*(file_inputs(load_json(p)) for p in api_workflows())) if api_workflows() else set()
-    write_models(root / "models", names)
-    write_inputs(root / "base" / "input", set().union(*(media_inputs(load_json(p)) for p in api_workflows())))
-    write_dit(root / "models" / "diffusion_models" / "tiny_dit.safetensors")
-    # A second pack with the harness's example nodes: they reach ComfyUI only through our host,
-    # so running them checks nodes/host.py's ComfyUI side (folders, progress, previews, interrupt).
-    (root / "custom_nodes" / "hyvideo_examples.py").write_text(
-        f"import sys\nsys.path.append({str(Path(__file__).parent)!r})\n"
-        "from harness.pack import load_pack\nload_pack()  # makes hyvideo_core importable\n"
-        "from harness_example_nodes import NODES as NODE_CLASS_MAPPINGS\n")
-    yaml = root / "extra_model_paths.yaml"
-    yaml.write_text(f"hyvideo_tests:\n    base_path: {root / 'models'}\n    diffusion_models: diffusion_models\n"
-                    f"    text_encoders: text_encoders\n    vae: vae\n    loras: loras\n"
-                    f"    custom_nodes: {root / 'custom_nodes'}\n")
-    port = free_port()
-    log_path = root / "comfyui.log"
-    command = [os.environ.get("COMFYUI_PYTHON", sys.executable), "main.py", "--cpu", "--listen", "127.0.0.1",
-               "--port", str(port), "--extra-model-paths-config", str(yaml), "--base-directory", str(root / "base"),
-               "--database-url", f"sqlite:///{root / 'comfyui.db'}", "--disable-auto-launch", "--disable-api-nodes"]
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(command, cwd=COMFYUI_PATH, stdout=log, stderr=subprocess.STDOUT)
-    server = {"url": f"http://127.0.0.1:{port}", "ws": f"ws://127.0.0.1:{port}/ws", "log": log_path,
-              "output": root / "base" / "output", "models": root / "models", "process": process}
-    try:
-        wait_until_up(server)
+    with running_comfyui(tmp_path_factory.mktemp("comfyui"), {"hyvideo_examples.py": EXAMPLES_PACK}) as server:
         yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def wait_until_up(server) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if server["process"].poll() is not None:
-            pytest.fail(f"ComfyUI exited with {server['process'].returncode}:\n{log_tail(server)}")
-        try:
-            status, _ = asyncio.run(http(server, "GET", "/system_stats"))
-            if status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"ComfyUI did not answer within {START_TIMEOUT} s:\n{log_tail(server)}")
-
-
-def log_tail(server, lines: int = 60) -> str:
-    return "\n".join(Path(server["log"]).read_text(errors="replace").splitlines()[-lines:])
-
-
-async def http(server, method: str, path: str, body=None):
-    async with aiohttp.ClientSession() as session:
-        async with session.request(method, server["url"] + path, json=body) as response:
-            text = await response.text()
-            return response.status, (json.loads(text) if text and text[0] in "[{" else text)
 
 
 async def run_prompt(server, prompt: dict, interrupt_after_progress: bool = False) -> tuple[dict, list]:

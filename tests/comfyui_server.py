@@ -1,0 +1,118 @@
+"""A real ComfyUI with this pack linked in, for the tests that need one (test_comfyui_real.py,
+test_comfyui_frontend.py); they skip unless COMFYUI_PATH points at a ComfyUI checkout.
+
+    with running_comfyui(tmp_root, extra_custom_nodes={"x.py": "..."}) as server:
+        status, body = asyncio.run(http(server, "GET", "/object_info"))
+
+ComfyUI is started on 127.0.0.1 (a free port) with --cpu, a temporary base directory, and an
+extra-model-paths yaml that lists a temporary custom_nodes folder holding a symlink to this pack
+and model folders holding tiny models under the public file names the workflows use (and small
+images / videos under the input names they load). Only the process started here is stopped.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from harness import api_workflows, file_inputs, load_json, media_inputs
+from tiny_models import write_dit, write_inputs, write_models
+
+COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
+PACK_ROOT = Path(__file__).resolve().parents[1]
+PACK_FOLDER = "hyvideo"                    # the symlink's name: ComfyUI serves our JS under /extensions/hyvideo/
+START_TIMEOUT = 180
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def prepare_root(root: Path, extra_custom_nodes: dict[str, str] | None = None) -> Path:
+    """Folders for one ComfyUI run under `root`; returns the extra-model-paths yaml.
+    `extra_custom_nodes` maps a file name in the custom_nodes folder to its Python source."""
+    (root / "custom_nodes").mkdir(parents=True)
+    (root / "base" / "custom_nodes").mkdir(parents=True)  # ComfyUI lists its base folder's too
+    (root / "custom_nodes" / PACK_FOLDER).symlink_to(PACK_ROOT, target_is_directory=True)
+    prompts = [load_json(p) for p in api_workflows()]
+    write_models(root / "models", set().union(*(file_inputs(p) for p in prompts)) if prompts else set())
+    write_inputs(root / "base" / "input", set().union(*(media_inputs(p) for p in prompts)) if prompts else set())
+    write_dit(root / "models" / "diffusion_models" / "tiny_dit.safetensors")
+    for name, source in (extra_custom_nodes or {}).items():
+        (root / "custom_nodes" / name).write_text(source)
+    yaml = root / "extra_model_paths.yaml"
+    yaml.write_text(f"hyvideo_tests:\n    base_path: {root / 'models'}\n    diffusion_models: diffusion_models\n"
+                    f"    text_encoders: text_encoders\n    vae: vae\n    loras: loras\n"
+                    f"    custom_nodes: {root / 'custom_nodes'}\n")
+    return yaml
+
+
+def start(root: Path, yaml: Path) -> dict:
+    """Start ComfyUI (not yet waited for); the returned dict describes the server."""
+    port = free_port()
+    log_path = root / "comfyui.log"
+    command = [os.environ.get("COMFYUI_PYTHON", sys.executable), "main.py", "--cpu", "--listen", "127.0.0.1",
+               "--port", str(port), "--extra-model-paths-config", str(yaml), "--base-directory", str(root / "base"),
+               "--database-url", f"sqlite:///{root / 'comfyui.db'}", "--disable-auto-launch", "--disable-api-nodes"]
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, cwd=COMFYUI_PATH, stdout=log, stderr=subprocess.STDOUT)
+    return {"url": f"http://127.0.0.1:{port}", "ws": f"ws://127.0.0.1:{port}/ws", "log": log_path,
+            "output": root / "base" / "output", "models": root / "models", "process": process}
+
+
+def stop(server: dict) -> None:
+    process = server["process"]
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@contextlib.contextmanager
+def running_comfyui(root: Path, extra_custom_nodes: dict[str, str] | None = None) -> Iterator[dict]:
+    server = start(root, prepare_root(root, extra_custom_nodes))
+    try:
+        wait_until_up(server)
+        yield server
+    finally:
+        stop(server)
+
+
+def wait_until_up(server: dict) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if server["process"].poll() is not None:
+            pytest.fail(f"ComfyUI exited with {server['process'].returncode}:\n{log_tail(server)}")
+        try:
+            status, _ = asyncio.run(http(server, "GET", "/system_stats"))
+            if status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"ComfyUI did not answer within {START_TIMEOUT} s:\n{log_tail(server)}")
+
+
+def log_tail(server: dict, lines: int = 60) -> str:
+    return "\n".join(Path(server["log"]).read_text(errors="replace").splitlines()[-lines:])
+
+
+async def http(server: dict, method: str, path: str, body=None):
+    import aiohttp
+    async with aiohttp.ClientSession() as session:
+        async with session.request(method, server["url"] + path, json=body) as response:
+            text = await response.text()
+            return response.status, (json.loads(text) if text and text[0] in "[{" else text)
