@@ -18,6 +18,8 @@ runs the same in ComfyUI (PromptServer routes) and on a bare aiohttp app in the 
 """
 from __future__ import annotations
 
+import asyncio
+
 import dataclasses
 import importlib
 import logging
@@ -162,6 +164,18 @@ def plan_response(settings: PlanSettings, planner: Callable[[PlanSettings, int],
 
 
 def make_plan_handler(host, planner: Callable | None = None):
+    plans: dict[tuple, dict] = {}   # recent plans: the frontend asks again on every widget edit
+
+    def answer(settings: PlanSettings, chosen) -> dict:
+        def cached(s: PlanSettings, budget: int) -> dict:
+            key = (s, budget, chosen)
+            if key not in plans:
+                if len(plans) >= 64:
+                    plans.pop(next(iter(plans)))
+                plans[key] = chosen(s, budget)
+            return plans[key]
+        return plan_response(settings, cached, host)
+
     async def plan_handler(request):
         from aiohttp import web  # only when serving: the CLI does not need aiohttp
 
@@ -175,7 +189,10 @@ def make_plan_handler(host, planner: Callable | None = None):
             return web.json_response({"error": f"memory planner not available in this version of the pack "
                                                f"({type(error).__name__}: {error})."}, status=501)
         try:
-            return web.json_response(plan_response(settings, chosen, host))
+            # The planner searches swap counts (~0.5 s on a CPU): off the server's event loop, so
+            # progress and websocket traffic keep flowing.
+            result = await asyncio.get_running_loop().run_in_executor(None, answer, settings, chosen)
+            return web.json_response(result)
         except HyVideoError as error:
             return web.json_response({"error": str(error)}, status=400)
 

@@ -182,10 +182,6 @@ def test_no_errors_from_our_extension_while_loading(loaded):
     assert our_events(got["events"]) == []
 
 
-@pytest.mark.xfail(reason="web/js/hyvideo.js: a node's pending estimate timer still fires after the graph is "
-                          "replaced; refreshPlan then reads the removed node's widgets and looks its old link ids up "
-                          "in the new graph, sending mixed queries and writing their answers onto the new nodes",
-                   strict=False)
 def test_estimate_requests_after_a_quick_reload_describe_the_new_graph(report):
     reload = report["quickReload"]
     assert reload and reload["settled"]

@@ -168,3 +168,17 @@ def test_example_nodes_pass_the_contract():
     from harness.pack import pack_module
     contract = pack_module("nodes.contract")
     assert contract.mapping_problems(ex.NODES, require_display_names=False) == {}
+
+
+def test_upload_button_value_saved_by_the_frontend_is_accepted():
+    """The real frontend saves an upload button's value after the widgets (e.g. [..., "image"])."""
+    import json
+    from pathlib import Path
+    from harness import load_pack, ui_to_api
+    pack = load_pack()
+    workflow = json.loads((Path(__file__).parents[1] / "workflows" / "hunyuan_video_v2v.json").read_text())
+    expected = ui_to_api(workflow, pack.NODE_CLASS_MAPPINGS)
+    for node in workflow["nodes"]:
+        if node["type"] in ("HyVideoLoadVideo", "HyVideoLoadImage"):
+            node["widgets_values"] = [*node["widgets_values"], "image"]
+    assert ui_to_api(workflow, pack.NODE_CLASS_MAPPINGS) == expected

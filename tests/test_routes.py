@@ -112,3 +112,13 @@ def test_routes_mount_on_a_route_table_and_on_the_host():
     routes.add_routes(table, host)
     assert [(r.method, r.path) for r in table] == [("GET", "/hyvideo/plan")]
     assert ("GET", "/hyvideo/plan") in [(m, p) for m, p, _ in host.routes]  # registered at pack import
+
+
+@pytest.mark.asyncio
+async def test_repeated_questions_are_answered_from_the_cache(aiohttp_client):
+    calls = []
+    client = await client_for(aiohttp_client, latent_bytes_planner(calls))
+    for width in ("960", "960", "1280", "960"):
+        response = await client.get("/hyvideo/plan", params={"width": width, "budget_gb": "24"})
+        assert response.status == 200
+    assert [c[0].width for c in calls] == [960, 1280]

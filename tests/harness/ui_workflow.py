@@ -49,7 +49,7 @@ def ui_to_api(workflow: dict, mappings: dict, display_names: dict | None = None)
         cls = mappings.get(kind)
         if cls is None:
             raise WorkflowError(f"node {node_id}: type {kind!r} is not a known node (missing node pack?)")
-        inputs = _widget_values(node_id, node, widget_inputs(cls))
+        inputs = _widget_values(node_id, node, widget_inputs(cls), _has_upload_button(cls))
         for entry in node.get("inputs") or []:
             if entry.get("link") is None:
                 continue
@@ -63,13 +63,23 @@ def ui_to_api(workflow: dict, mappings: dict, display_names: dict | None = None)
     return prompt
 
 
-def _widget_values(node_id, node, widgets) -> dict:
+def _has_upload_button(cls) -> bool:
+    """Nodes with an image/video upload button: the frontend saves the button's value last."""
+    spec = cls.INPUT_TYPES()
+    options = [o[1] for group in ("required", "optional") for o in spec.get(group, {}).values()
+               if len(o) > 1 and isinstance(o[1], dict)]
+    return any(o.get("image_upload") or o.get("video_upload") for o in options)
+
+
+def _widget_values(node_id, node, widgets, upload_button: bool = False) -> dict:
     values = node.get("widgets_values")
     if values is None:
         values = []
     if isinstance(values, dict):  # some packs save widgets by name
         return {w.name: values[w.name] for w in widgets if w.name in values}
     expected = sum(w.slots for w in widgets)
+    if upload_button and len(values) == expected + 1:
+        values = values[:-1]   # the upload button's own value, as the real frontend saves it
     if len(values) != expected:
         layout = ", ".join(w.name + (" (+control_after_generate)" if w.has_control else "") for w in widgets)
         raise WorkflowError(f"node {node_id} ({node['type']}): widgets_values has {len(values)} values but "

@@ -30,7 +30,7 @@ function linkById(graph, id) {
 
 // Pack nodes connected to `start` (both directions), nearest first.
 function connectedPackNodes(start) {
-  const graph = start.graph ?? app.graph;
+  const graph = start.graph;
   const seen = new Set([start.id]);
   const order = [start];
   let frontier = [start];
@@ -55,6 +55,7 @@ function connectedPackNodes(start) {
 }
 
 async function refreshPlan(node) {
+  if (!node.graph) return; // removed (e.g. another workflow was loaded) before its timer fired
   const group = connectedPackNodes(node);
   const displays = group.filter((n) => n.hyvideoShowsPlan);
   if (!displays.length) return;
@@ -67,8 +68,9 @@ async function refreshPlan(node) {
   } catch (error) {
     plan = { error: `estimate unavailable (${error.message ?? error})` };
   }
+  if (!node.graph) return;
   for (const display of displays) display.hyvideoPlan = plan;
-  app.graph.setDirtyCanvas(true, false);
+  node.graph.setDirtyCanvas(true, false);
 }
 
 function scheduleRefresh(node) {
@@ -170,6 +172,11 @@ app.registerExtension({
       attachPlanRefresh(this);
       if (this.hyvideoShowsPlan) scheduleRefresh(this);
       return result;
+    };
+    const onRemoved = nodeType.prototype.onRemoved;
+    nodeType.prototype.onRemoved = function (...args) {
+      clearTimeout(this.hyvideoRefreshTimer);
+      return onRemoved?.apply(this, args);
     };
     const onConnectionsChange = nodeType.prototype.onConnectionsChange;
     nodeType.prototype.onConnectionsChange = function (...args) {
