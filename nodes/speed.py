@@ -11,60 +11,53 @@ CATEGORY = "HunyuanVideo/speed"
 CACHE_DEVICES = ["main", "offload"]
 
 
-def _window(start_step: int, end_step: int) -> tuple[int, int | None]:
-    return start_step, (None if end_step < 0 else end_step)
+class _CacheNode:
+    """A cache policy's settings; subclasses name the policy and its default threshold."""
+
+    KIND = ""
+    DEFAULT_THRESHOLD = 0.0
+    THRESHOLD_MEANS = ""
+    RETURN_TYPES = ("HYVIDEO_CACHE",)
+    RETURN_NAMES = ("cache",)
+    OUTPUT_TOOLTIPS = ("Cache settings for the sampler's cache input.",)
+    FUNCTION = "settings"
+    CATEGORY = CATEGORY
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "threshold": ("FLOAT", {"default": cls.DEFAULT_THRESHOLD, "min": 0.0, "max": 1.0, "step": 0.005,
+                                    "tooltip": f"{cls.THRESHOLD_MEANS} Higher skips more steps (faster, less "
+                                               "faithful); 0 never skips."}),
+            "start_step": ("INT", {"default": 0, "min": 0, "max": 10000,
+                                   "tooltip": "First step that may be skipped (the first step always runs)."}),
+            "end_step": ("INT", {"default": -1, "min": -1, "max": 10000,
+                                 "tooltip": "Steps from here on always run; -1 = up to the end (the last step always "
+                                            "runs)."}),
+            "cache_device": (CACHE_DEVICES, {"default": "main",
+                                             "tooltip": "Where the cached residuals live: main (fast) or offload "
+                                                        "(RAM, saves GPU memory)."}),
+        }}
+
+    def settings(self, threshold, start_step, end_step, cache_device):
+        end = None if end_step < 0 else end_step
+        return (CacheSettings(self.KIND, threshold, start_step, end, cache_device),)
 
 
-def _cache_inputs(default_threshold: float, what: str) -> dict:
-    return {"required": {
-        "threshold": ("FLOAT", {"default": default_threshold, "min": 0.0, "max": 1.0, "step": 0.005,
-                                "tooltip": f"{what} Higher skips more steps (faster, less faithful); 0 never skips."}),
-        "start_step": ("INT", {"default": 0, "min": 0, "max": 10000,
-                               "tooltip": "First step that may be skipped (the first step always runs)."}),
-        "end_step": ("INT", {"default": -1, "min": -1, "max": 10000,
-                             "tooltip": "Steps from here on always run; -1 = up to the end (the last step always runs)."}),
-        "cache_device": (CACHE_DEVICES, {"default": "main",
-                                         "tooltip": "Where the cached residuals live: main (fast) or offload (RAM, "
-                                                    "saves GPU memory)."}),
-    }}
-
-
-class HyVideoTeaCache:
+class HyVideoTeaCache(_CacheNode):
     DESCRIPTION = ("TeaCache: skips the transformer blocks on steps where their input barely changed (about 1.6x "
                    "faster at 0.1, 2.1x at 0.15). Conditional and unconditional passes keep separate states.")
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return _cache_inputs(0.15, "Accumulated rescaled change below which steps are skipped (official: 0.1 or 0.15).")
-
-    RETURN_TYPES = ("HYVIDEO_CACHE",)
-    RETURN_NAMES = ("cache",)
-    OUTPUT_TOOLTIPS = ("Cache settings for the sampler's cache input.",)
-    FUNCTION = "settings"
-    CATEGORY = CATEGORY
-
-    def settings(self, threshold, start_step, end_step, cache_device):
-        start, end = _window(start_step, end_step)
-        return (CacheSettings("teacache", threshold, start, end, cache_device),)
+    KIND = "teacache"
+    DEFAULT_THRESHOLD = 0.15
+    THRESHOLD_MEANS = "Accumulated rescaled change below which steps are skipped (official: 0.1 or 0.15)."
 
 
-class HyVideoFirstBlockCache:
+class HyVideoFirstBlockCache(_CacheNode):
     DESCRIPTION = ("First-block cache: runs the first block every step and reuses the other blocks' result while "
                    "the first block's output stays close to the last fully computed step.")
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return _cache_inputs(0.05, "Relative change of the first block's residual below which the rest is reused.")
-
-    RETURN_TYPES = ("HYVIDEO_CACHE",)
-    RETURN_NAMES = ("cache",)
-    OUTPUT_TOOLTIPS = ("Cache settings for the sampler's cache input.",)
-    FUNCTION = "settings"
-    CATEGORY = CATEGORY
-
-    def settings(self, threshold, start_step, end_step, cache_device):
-        start, end = _window(start_step, end_step)
-        return (CacheSettings("first_block_cache", threshold, start, end, cache_device),)
+    KIND = "first_block_cache"
+    DEFAULT_THRESHOLD = 0.05
+    THRESHOLD_MEANS = "Relative change of the first block's residual below which the rest is reused."
 
 
 class HyVideoBlockSwap:

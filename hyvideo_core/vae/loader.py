@@ -18,6 +18,7 @@ import torch
 
 from ..errors import CheckpointError, InvalidInputError, UnknownFormatError
 from ..weights.identify import describe
+from ..weights.key_check import key_mismatches
 from ..weights.reader import TensorSource, open_tensors
 from .config import VAEConfig, config_from_dict, infer_config, resolve_config
 from .vae import HunyuanVideoVAE
@@ -159,21 +160,9 @@ def _reject_other_layouts(shapes: dict, name: str) -> None:
 
 
 def _check_shapes(model: HunyuanVideoVAE, shapes: dict, name: str, origin: str) -> None:
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing = sorted(set(expected) - set(shapes))
-    unexpected = sorted(set(shapes) - set(expected))
-    wrong = [(k, expected[k], shapes[k]) for k in expected if k in shapes and expected[k] != shapes[k]]
-    if not (missing or unexpected or wrong):
-        return
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} missing (e.g. {missing[:3]})")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
-    if wrong:
-        k, want, got = wrong[0]
-        parts.append(f"{len(wrong)} with other shapes (e.g. '{k}': expected {list(want)}, found {list(got)})")
-    raise CheckpointError(
-        f"{name}: the VAE tensors do not match the architecture taken from the {origin}: "
-        + "; ".join(parts) + ". The file is truncated or a different model, or the config does "
-        "not belong to it (pass the matching config=, or none to read it from the shapes).")
+    problems = key_mismatches({k: tuple(v.shape) for k, v in model.state_dict().items()}, shapes, examples=3)
+    if problems:
+        raise CheckpointError(
+            f"{name}: the VAE tensors do not match the architecture taken from the {origin}: "
+            + "; ".join(problems) + ". The file is truncated or a different model, or the config does "
+            "not belong to it (pass the matching config=, or none to read it from the shapes).")

@@ -17,6 +17,7 @@ from ..model.attention import resolve_backend
 from ..model.config import DiTConfig, infer_from_shapes, resolve
 from ..model.transformer import HunyuanVideoTransformer
 from .dit_format import DiTLayout, detect_layout
+from .key_check import key_mismatches
 from .reader import TensorSource, open_tensors
 from .storage import storage_for
 
@@ -103,23 +104,9 @@ def _default_dtype(layout: DiTLayout, src: TensorSource) -> torch.dtype:
 
 def _check_keys(model: nn.Module, layout: DiTLayout, shapes: dict, src: TensorSource) -> None:
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing = sorted(set(expected) - set(shapes))
-    unexpected = sorted(set(shapes) - set(expected)) + layout.unknown
-    wrong = [f"{k}: file {list(shapes[k])}, model {list(expected[k])}"
-             for k in expected if k in shapes and tuple(shapes[k]) != expected[k]]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing: {_few(missing)}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected: {_few(unexpected)}")
-    if wrong:
-        problems.append(f"{len(wrong)} with wrong shapes: {_few(wrong)}")
+    problems = key_mismatches(expected, shapes, extra=layout.unknown)
     if problems:
         raise CheckpointError(
             f"{src.name}: does not match the HunyuanVideo DiT ({layout.format} layout, config "
             f"hidden={model.config.hidden_size}, blocks={model.config.double_blocks}+{model.config.single_blocks}): "
             + "; ".join(problems) + ". The file may be incomplete, for another model, or need a different config.")
-
-
-def _few(items: list[str], n: int = 8) -> str:
-    return ", ".join(items[:n]) + (f", ... (+{len(items) - n})" if len(items) > n else "")
