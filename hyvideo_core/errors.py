@@ -34,5 +34,9 @@ class OutOfMemoryError(HyVideoError, MemoryError):
         self.suggestion = suggestion
 
 
+class NumericsError(HyVideoError):
+    """A computation produced NaN/inf (e.g. fp16 overflow), which would decode to a black video."""
+
+
 class CancelledError(HyVideoError):
     """The host asked to stop (e.g. ComfyUI's interrupt); raised between steps."""

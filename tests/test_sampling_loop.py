@@ -225,3 +225,20 @@ def test_unused_inputs_and_snapping_are_reported(model, caplog):
     v2v = sample(model, embeds(model.config, negative=False), SamplingOptions(steps=1),
                  init_latent=torch.zeros(1, 16, 3, 6, 8))
     assert any("fully replaced by noise" in n for n in v2v.notes)
+
+
+def test_nan_velocity_stops_at_that_step_with_a_clear_error(model):
+    from hyvideo_core.errors import NumericsError
+    calls = []
+
+    def poison(_module, _args, output):
+        calls.append(1)
+        return output * float("nan") if len(calls) == 2 else output
+
+    hook = model.final_layer.register_forward_hook(poison)
+    try:
+        with pytest.raises(NumericsError, match="step 2 of 4.*bf16"):
+            sample(model, embeds(model.config, negative=False), SamplingOptions(steps=4), **SIZE)
+    finally:
+        hook.remove()
+    assert len(calls) == 2

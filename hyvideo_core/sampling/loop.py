@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, NumericsError
 from .cache import CachePolicy, CacheReport, installed
 from .guidance import DEFAULT_NEGATIVE_PROMPT, GuidanceSettings, GuidedVelocity
 from .hooks import SamplingHooks
@@ -122,6 +122,7 @@ def _run_steps(x, velocity, solver, schedule: SigmaSchedule, hooks: SamplingHook
         for k, i in enumerate(schedule.indices()):
             hooks.check_cancelled(k, total)
             v = velocity(x, schedule.timestep(i), k)
+            _check_finite(v, k, total)
             if hooks.preview is not None:
                 hooks.preview(k + 1, total, latent_to_rgb(x - v.float() * float(schedule.sigmas[i])))
             x = solver.step(x, v, i, schedule.sigmas)
@@ -133,6 +134,15 @@ def _run_steps(x, velocity, solver, schedule: SigmaSchedule, hooks: SamplingHook
         # The traceback keeps this frame alive: drop the step buffers before propagating.
         x = v = None
         raise
+
+
+def _check_finite(v: torch.Tensor, step: int, total: int) -> None:
+    """Fail at the first bad step instead of finishing a video that decodes to black."""
+    if not bool(torch.isfinite(v).all()):
+        raise NumericsError(
+            f"Sampling step {step + 1} of {total}: the model returned NaN/inf velocities. HunyuanVideo's activations "
+            "overflow float16; load the model with bf16 (or fp32) compute. If it happens in bf16, the weights "
+            "file may be damaged.")
 
 
 def _start_latent(inputs: _Inputs, schedule: SigmaSchedule, options: SamplingOptions, device) -> torch.Tensor:
