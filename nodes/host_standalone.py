@@ -40,17 +40,22 @@ LEGACY_KINDS = {"unet": "diffusion_models", "clip": "text_encoders"}
 ProgressListener = Callable[[str | None, int, int, object], None]
 
 
-def scan_model_files(folders: list[str], extensions) -> list[str]:
-    """Relative paths of model files under `folders`, recursive, sorted, no hidden files."""
-    found: set[str] = set()
+def _walk(folders: list[str]):
+    """(folder, dirpath, subdirs, files) under each existing folder, skipping hidden folders."""
     for folder in folders:
         if not os.path.isdir(folder):
             continue
         for dirpath, subdirs, files in os.walk(folder, followlinks=True):
             subdirs[:] = [d for d in subdirs if not d.startswith(".")]
-            for name in files:
-                if name.startswith(".") or os.path.splitext(name)[1].lower() not in extensions:
-                    continue
+            yield folder, dirpath, subdirs, files
+
+
+def scan_model_files(folders: list[str], extensions) -> list[str]:
+    """Relative paths of model files under `folders`, recursive, sorted, no hidden files."""
+    found: set[str] = set()
+    for folder, dirpath, _, files in _walk(folders):
+        for name in files:
+            if not name.startswith(".") and os.path.splitext(name)[1].lower() in extensions:
                 # Same form as ComfyUI's folder_paths lists (OS separators), so names match in both hosts.
                 found.add(os.path.relpath(os.path.join(dirpath, name), folder))
     return sorted(found)
@@ -60,14 +65,10 @@ def scan_model_dirs(folders: list[str], marker: str = "config.json") -> list[str
     """Relative paths of sub-folders holding `marker` (Hugging Face model folders), sorted; the
     folders inside such a folder are not searched further."""
     found: set[str] = set()
-    for folder in folders:
-        if not os.path.isdir(folder):
-            continue
-        for dirpath, subdirs, files in os.walk(folder, followlinks=True):
-            subdirs[:] = [d for d in subdirs if not d.startswith(".")]
-            if dirpath != folder and marker in files:
-                found.add(os.path.relpath(dirpath, folder))
-                subdirs[:] = []
+    for folder, dirpath, subdirs, files in _walk(folders):
+        if dirpath != folder and marker in files:
+            found.add(os.path.relpath(dirpath, folder))
+            subdirs[:] = []
     return sorted(found)
 
 

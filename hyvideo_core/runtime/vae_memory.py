@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import torch
 
+from ..sampling.latent_format import LATENT_CHANNELS
+
 VAE_PARAMETERS = 246_478_803      # encoder + decoder (SPEC 3.1)
-LATENT_CHANNELS = 16
 # (channels in, channels out, time upsample, space upsample) of the decoder's up blocks
 UP_BLOCKS = ((512, 512, False, True), (512, 512, True, True), (512, 256, True, True), (256, 128, False, False))
 

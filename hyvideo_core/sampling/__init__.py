@@ -1,6 +1,7 @@
 """Flow-matching sampling for HunyuanVideo: schedule, solvers, guidance, caches and the one loop."""
 from .cache import CacheReport, FirstBlockCache, TeaCache, installed
-from .guidance import DEFAULT_NEGATIVE_PROMPT, GuidanceSettings
+from ..text.templates import DEFAULT_NEGATIVE_PROMPT
+from .guidance import GuidanceSettings
 from .hooks import SamplingHooks
 from .latent_format import LATENT_SCALE, latent_dict, to_model_space, to_raw_latent
 from .loop import SamplingOptions, SamplingResult, sample

@@ -14,8 +14,6 @@ import torch
 from ..errors import InvalidInputError
 from .text_inputs import PromptTensors, join_batches
 
-DEFAULT_NEGATIVE_PROMPT = ("Aerial view, aerial view, overexposed, low quality, deformation, a poor composition, "
-                           "bad hands, bad teeth, bad eyes, bad limbs, distortion")
 CFG_MODES = ("batched", "sequential")
 
 

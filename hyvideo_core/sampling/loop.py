@@ -14,7 +14,8 @@ import torch
 
 from ..errors import InvalidInputError, NumericsError
 from .cache import CachePolicy, CacheReport, installed
-from .guidance import DEFAULT_NEGATIVE_PROMPT, GuidanceSettings, GuidedVelocity
+from ..text.templates import DEFAULT_NEGATIVE_PROMPT
+from .guidance import GuidanceSettings, GuidedVelocity
 from .hooks import SamplingHooks
 from .latent_format import latent_dict, to_model_space, to_raw_latent
 from .noise import LatentPlan, noise_to_sigma, plan_from_latent, plan_latent, seeded_noise

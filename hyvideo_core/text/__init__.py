@@ -5,7 +5,7 @@ start-up).
 """
 from __future__ import annotations
 
-import importlib
+from ..lazy_exports import lazy_exports
 
 _PUBLIC = {
     "load_text_encoder": "hyvideo_core.text.loader",
@@ -24,11 +24,4 @@ _PUBLIC = {
 }
 
 
-def __getattr__(name: str):
-    if name in _PUBLIC:
-        return getattr(importlib.import_module(_PUBLIC[name]), name)
-    raise AttributeError(f"module 'hyvideo_core.text' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + list(_PUBLIC))
+__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)
