@@ -22,9 +22,10 @@ import torch
 import torch.nn as nn
 
 from ..errors import InvalidInputError
+from ..model.ops import casting_layers
 from .adapters import LoraAdapter, layer_adapters, set_layer_adapters
 from .report import LoraMatch, LoraReport, RequantisationError
-from .resolve import (LoraSpec, ResolvedLora, as_blocks, as_spec, casting_layer_map, resolve_lora,
+from .resolve import (LoraSpec, ResolvedLora, as_blocks, as_spec, resolve_lora,
                       weight_shape, widen_for_loras)
 from .snapshot import LoraState
 
@@ -98,7 +99,7 @@ def set_strengths(model: nn.Module, strengths: Mapping[str | int, object] | Sequ
 
 # -- changing the layers ------------------------------------------------------------------------
 def _apply(model, state: LoraState, resolved: list[ResolvedLora], mode: str, widened) -> LoraReport:
-    layers = casting_layer_map(model)
+    layers = casting_layers(model)
     wanted = {m for r in resolved for m in r.patches}
     modules = [m for m in layers if m in wanted]
     merged, unmerged, requantised, notes = [], [], [], []

@@ -11,7 +11,7 @@ import torch.nn as nn
 
 from ..conditioning.keyframes import widen_patch_embed
 from ..errors import CheckpointError, InvalidInputError
-from ..model.ops import CastWeights
+from ..model.ops import casting_layers
 from .blocks import BlockStrengths
 from .formats import LoraFile, ModuleLora, UnmatchedKey, load_lora
 from .snapshot import LoraState
@@ -54,7 +54,7 @@ def resolve_lora(model: nn.Module, spec: LoraSpec) -> ResolvedLora:
     c = model.config
     if spec.blocks is not None:
         spec.blocks.check(c.double_blocks, c.single_blocks)
-    layers = casting_layer_map(model)
+    layers = casting_layers(model)
     patches, unmatched, wrong, notes = {}, [], [], []
     for module, patch in lora.modules.items():
         layer = layers.get(module)
@@ -143,11 +143,6 @@ def weight_shape(layer: nn.Module) -> tuple[int, ...]:
     if isinstance(layer, nn.Conv3d):
         return (layer.out_channels, layer.in_channels // layer.groups, *layer.kernel_size)
     return (layer.out_features, layer.in_features)
-
-
-def casting_layer_map(model: nn.Module) -> dict[str, nn.Module]:
-    """Every Linear/Conv3d of the model by official module name, in model order."""
-    return {n: m for n, m in model.named_modules() if isinstance(m, CastWeights)}
 
 
 def _parameter(model: nn.Module, key: str):

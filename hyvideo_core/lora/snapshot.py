@@ -89,7 +89,3 @@ class LoraState:
     def snapshot(self, name: str, layer: nn.Module) -> None:
         if name not in self.snapshots:
             self.snapshots[name] = LayerSnapshot.take(layer)
-
-    @property
-    def backup_bytes(self) -> int:
-        return sum(s.nbytes for s in self.snapshots.values())

@@ -104,6 +104,6 @@ class RMSNorm(nn.Module):
 default_ops = SimpleNamespace(Linear=Linear, Conv3d=Conv3d, LayerNorm=LayerNorm, RMSNorm=RMSNorm)
 
 
-def casting_layers(module: nn.Module):
-    """Every Linear/Conv3d of a module that accepts a codec or adapters, with its name."""
-    return [(name, m) for name, m in module.named_modules() if isinstance(m, CastWeights)]
+def casting_layers(module: nn.Module) -> dict[str, nn.Module]:
+    """Every Linear/Conv3d of a module (they accept a codec or adapters) by name, in model order."""
+    return {name: m for name, m in module.named_modules() if isinstance(m, CastWeights)}

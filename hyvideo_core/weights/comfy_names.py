@@ -6,7 +6,6 @@ order ComfyUI applies them (official fragment -> ComfyUI fragment):
 """
 from __future__ import annotations
 
-from typing import Iterable
 
 RULES: tuple[tuple[str, str], ...] = (
     ("txt_in.t_embedder.mlp.0.", "txt_in.t_embedder.in_layer."),
@@ -32,12 +31,6 @@ def official_to_comfy(key: str) -> str:
     for official, comfy in RULES:
         key = key.replace(official, comfy)
     return key
-
-
-def comfy_to_official(official_keys: Iterable[str]) -> dict[str, str]:
-    """{comfy name: official name} for the given official keys (the rules are not invertible
-    by string replacement alone, e.g. 'mlp.0.' is also an official fragment)."""
-    return {official_to_comfy(k): k for k in official_keys}
 
 
 # ComfyUI fragment -> official fragment, in an order that undoes RULES without ambiguity:
