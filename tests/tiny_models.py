@@ -15,6 +15,7 @@ writer is picked by PUBLIC_FILES, else by words in the name; add entries as work
 """
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from pathlib import Path
@@ -24,14 +25,16 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from golden_dit_weights import dit_weights
+
 GOLDEN = Path(__file__).parent / "golden"
-GOLDEN_DIT = GOLDEN / "dit" / "weights.safetensors"
 GOLDEN_VAE = GOLDEN / "vae" / "weights.safetensors"
 TOKENIZER_FOLDERS = ("llama_tokenizer", "clip_tokenizer")
 
 
 def golden_dit_state() -> dict[str, torch.Tensor]:
-    return load_file(str(GOLDEN_DIT))
+    """The golden DiT's weights (regenerated: see golden_dit_weights.py)."""
+    return dit_weights(json.loads((GOLDEN / "dit" / "config.json").read_text()))
 
 
 def write_dit(path: Path, dtype: torch.dtype = torch.bfloat16) -> Path:
