@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import shutil
 
-import gguf
 import pytest
 import torch
+from gguf import GGMLQuantizationType
 from safetensors.torch import load_file
 
 import hyvideo_core
 from hyvideo_core.errors import CheckpointError, InvalidInputError
 from hyvideo_core.lora import BlockStrengths, LoraSpec, apply_loras, load_lora, parse_lora, remove_loras, set_strengths
+from hyvideo_core.weights.gguf_write import write_gguf
 from hyvideo_core.weights.reader import DictSource
 
 from conftest import golden_path
@@ -227,20 +228,7 @@ def test_fp8_merge_requantises_and_reports_its_error(tmp_path):
 
 
 def _tiny_gguf(path):
-    sd = load_file(str(golden_path("dit", "weights.safetensors")))
-    writer = gguf.GGUFWriter(str(path), "hyvid")
-    for key, tensor in sd.items():
-        array = tensor.float().numpy()
-        if key.startswith(("double_blocks", "single_blocks")) and key.endswith(".weight") and array.ndim == 2:
-            q = gguf.quants.quantize(array, gguf.GGMLQuantizationType.Q8_0)
-            writer.add_tensor(key, q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
-        else:
-            writer.add_tensor(key, array)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
+    return write_gguf(load_file(str(golden_path("dit", "weights.safetensors"))), path, GGMLQuantizationType.Q8_0)
 
 
 def test_gguf_layers_get_runtime_adapters(tmp_path):
