@@ -65,20 +65,6 @@ class TileSpec:
                 "reference itself would misplace its seams here).", reference, reference, ours)
         return spec
 
-    def halved(self, axis: str) -> "TileSpec | None":
-        """The same spec with one axis' tile halved (overlap kept in proportion), or None when
-        that would go below the minimum."""
-        size, overlap = (self.spatial, self.spatial_overlap) if axis == "spatial" else \
-            (self.temporal, self.temporal_overlap)
-        unit, minimum = (8, MIN_SPATIAL_TILE) if axis == "spatial" else (4, MIN_TEMPORAL_TILE)
-        new = (size // 2) // unit * unit
-        if new < minimum:
-            return None
-        new_overlap = min(round(overlap * new / size / unit) * unit, new - unit)
-        if axis == "spatial":
-            return TileSpec(new, new_overlap, self.temporal, self.temporal_overlap)
-        return TileSpec(self.spatial, self.spatial_overlap, new, new_overlap)
-
     def describe(self) -> str:
         space = "untiled" if self.spatial is None else f"{self.spatial}px/{self.spatial_overlap}px overlap"
         time = "untiled" if self.temporal is None else f"{self.temporal}f/{self.temporal_overlap}f overlap"
