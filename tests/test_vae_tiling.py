@@ -25,10 +25,6 @@ SETTINGS = [  # (spatial px, overlap, temporal frames, overlap): non-default tem
 ]
 
 
-
-
-
-
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     """PSNR of the 0..1 images the user sees."""
     a, b = (a / 2 + 0.5).clamp(0, 1), (b / 2 + 0.5).clamp(0, 1)
@@ -107,6 +103,18 @@ def test_tiled_encode_constant_video_equals_untiled(vae):
     tiled = vae.encode(video, tiling=TileSpec(32, 8, 4, 0))
     torch.testing.assert_close(tiled.mean, untiled.mean, atol=1e-4, rtol=0)
     torch.testing.assert_close(tiled.logvar, untiled.logvar, atol=1e-4, rtol=0)
+
+
+def test_tiled_variants_are_decode_and_encode_with_those_tiles(vae):
+    g = torch.Generator().manual_seed(8)
+    tiles = TileSpec(32, 8, 4, 0)
+    latent = torch.randn(1, vae.config.latent_channels, 3, 6, 6, generator=g)
+    tiled = vae.decode_tiled(latent, tiles)
+    assert torch.equal(tiled, vae.decode(latent, tiling=tiles))
+    assert not torch.equal(tiled, vae.decode(latent))           # the tiles are really used
+    video = torch.rand(1, 3, 9, 48, 48, generator=g) * 2 - 1
+    assert torch.equal(vae.encode_tiled(video, tiles).mean, vae.encode(video, tiling=tiles).mean)
+    assert not torch.equal(vae.encode_tiled(video, tiles).mean, vae.encode(video).mean)
 
 
 # --- out-of-memory fallback and auto tiles ---------------------------------------------------
