@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from golden_dit_weights import dit_weights
+from golden_dit_weights import dit_weights_path
 
 GOLDEN = Path(__file__).parent / "golden"
 GOLDEN_VAE = GOLDEN / "vae" / "weights.safetensors"
@@ -33,8 +33,8 @@ TOKENIZER_FOLDERS = ("llama_tokenizer", "clip_tokenizer")
 
 
 def golden_dit_state() -> dict[str, torch.Tensor]:
-    """The golden DiT's weights (regenerated: see golden_dit_weights.py)."""
-    return dit_weights(json.loads((GOLDEN / "dit" / "config.json").read_text()))
+    """The golden DiT's weights (regenerated and digest-checked: see golden_dit_weights.py)."""
+    return load_file(str(dit_weights_path(json.loads((GOLDEN / "dit" / "config.json").read_text()))))
 
 
 def write_dit(path: Path, dtype: torch.dtype = torch.bfloat16) -> Path:
