@@ -37,7 +37,7 @@ import torch  # noqa: E402
 
 from hyvideo_core.model.config import PRESETS  # noqa: E402
 from hyvideo_core.runtime.weight_table import _official_shapes, table_for_format  # noqa: E402
-from hyvideo_core.weights.high_precision import is_quantisable  # noqa: E402
+from hyvideo_core.weights.quantised_layers import is_quantisable  # noqa: E402
 
 CONFIG = PRESETS["hunyuan-video-13b"]
 FORMATS = ("bf16", "fp8_e4m3fn", "fp8_scaled", "Q8_0", "Q6_K", "Q5_K", "Q4_K", "Q4_0")

@@ -31,7 +31,7 @@ _PUBLIC = {
     "auto_swap": "hyvideo_core.runtime.planner",
     "plan_for_model": "hyvideo_core.runtime.planner",
     "oom_guard": "hyvideo_core.runtime.oom",
-    "generate": "hyvideo_core.pipeline",
+    "generate": "hyvideo_core.run.generate",
     "TileSpec": "hyvideo_core.vae.tiling",
     "HunyuanVideoVAE": "hyvideo_core.vae.vae",
     "DiTConfig": "hyvideo_core.model.config",

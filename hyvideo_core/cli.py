@@ -1,8 +1,12 @@
 """`hyvideo` command line (also `python -m hyvideo_core`).
 
-    hyvideo generate --demo                      # the whole pipeline on a tiny embedded model
+    hyvideo generate --demo                      # the whole run on a tiny embedded model
     hyvideo generate --models-dir ComfyUI/models --prompt "a cat walks on the grass"
     hyvideo plan --width 1280 --height 720 --frames 129 --weight-format fp8_scaled --vram-gb 24
+
+Both commands share their size, memory and swap options, their checks and their snapping; every
+option and model file is checked before anything loads. Progress goes to stderr, stage by stage;
+the written file's path is the only line on stdout.
 """
 from __future__ import annotations
 
@@ -12,39 +16,81 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .errors import HyVideoError
-from .model_files import find_model_files
-from .pipeline import CACHES, GenerateSettings, ModelFiles, generate
-from .sampling import SOLVERS, SamplingOptions
-from .weights.storage import FORMATS
+from .errors import HyVideoError, InvalidInputError
+from .run.choices import ATTENTION_BACKENDS, CACHE_NAMES, DEFAULTS, SOLVER_NAMES, VAE_TILING, WEIGHT_FORMATS
+from .run.settings import CacheRequest, GenerateSettings, ModelFiles, SwapRequest
+from .terminal import NoteLog, TerminalReporter
 
 DEMO_SIZE = dict(width=128, height=128, frames=17, steps=8)
+PLAN_GPU_GB = 24.0  # `plan` on a machine without a GPU plans for a 24 GB card
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    notes = NoteLog.install(verbose=args.verbose)
     try:
-        return args.run(args)
+        return args.run(args, notes)
     except HyVideoError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("cancelled", file=sys.stderr)
         return 130
+    finally:
+        notes.uninstall()
+
+
+class _Help(argparse.HelpFormatter):
+    """Shows every option's default (argparse's own formatter skips options without help text)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default not in (None, False, [], argparse.SUPPRESS) and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text.strip()
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hyvideo", description="HunyuanVideo 13B text-to-video.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what every stage did")
     sub = parser.add_subparsers(required=True, metavar="command")
-    gen = sub.add_parser("generate", help="text to video file")
+    helpful = _Help
+    gen = sub.add_parser("generate", help="text to video file", formatter_class=helpful)
     _generate_args(gen)
     gen.set_defaults(run=_run_generate)
-    plan = sub.add_parser("plan", help="predict GPU memory for a run and pick block swapping")
-    _plan_args(plan)
+    plan = sub.add_parser("plan", help="predict GPU memory for a run and pick block swapping", formatter_class=helpful)
+    _size_args(plan)
+    _memory_args(plan, plan=True)
     plan.set_defaults(run=_run_plan)
+    for command in (gen, plan):
+        for action in command._actions:
+            if not action.help and action.default not in (None, False, []):
+                action.help = "(default: %(default)s)"   # argparse shows nothing for options without help
     return parser
+
+
+def _size_args(p: argparse.ArgumentParser) -> None:
+    size = p.add_argument_group("video")
+    size.add_argument("--width", type=int, default=DEFAULTS.width, help="multiple of 16 (rounded up otherwise)")
+    size.add_argument("--height", type=int, default=DEFAULTS.height, help="multiple of 16 (rounded up otherwise)")
+    size.add_argument("--frames", type=int, default=DEFAULTS.frames, help="4k+1 (rounded down otherwise)")
+
+
+def _memory_args(p: argparse.ArgumentParser, plan: bool = False) -> None:
+    m = p.add_argument_group("memory and speed")
+    from .runtime.planner import PLANNED_FORMATS
+    formats = PLANNED_FORMATS if plan else WEIGHT_FORMATS
+    m.add_argument("--weight-format", choices=formats, default="bf16" if plan else DEFAULTS.weight_format,
+                   help="how DiT weights are stored" + (" (GGUF: its quant type)" if plan else ""))
+    m.add_argument("--attention", choices=ATTENTION_BACKENDS, default=DEFAULTS.attention)
+    m.add_argument("--swap", default="auto" if plan else DEFAULTS.swap,
+                   help="blocks kept in RAM: 'DOUBLE,SINGLE' (e.g. 10,20), 'auto' (least that fits) or 'off'")
+    m.add_argument("--vram-gb", type=float, default=None,
+                   help="GiB of the GPU the run may fill (default: the GPU's total memory"
+                        + (f"; {PLAN_GPU_GB:g} without a GPU)" if plan else ")"))
+    if plan:
+        m.add_argument("--cfg", action="store_true", help="true CFG batched (doubles activations)")
+        m.add_argument("--tiling", choices=VAE_TILING, default=DEFAULTS.vae_tiling, help="VAE decode tiling")
 
 
 def _generate_args(p: argparse.ArgumentParser) -> None:
@@ -58,58 +104,81 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
                        ("clip", "CLIP-L (file or folder)"), ("tokenizer", "Llama tokenizer folder (single-file LLM)"),
                        ("clip-tokenizer", "CLIP tokenizer folder (single-file CLIP)")):
         models.add_argument(f"--{name}", type=Path, help=what)
-    size = p.add_argument_group("video")
-    size.add_argument("--width", type=int)
-    size.add_argument("--height", type=int)
-    size.add_argument("--frames", type=int, help="4k+1 (snapped and reported otherwise)")
-    size.add_argument("--fps", type=float, default=24.0)
-    size.add_argument("--crf", type=int, help="quality: lower is better (mp4 0-51)")
-    size.add_argument("--output", "-o", type=Path, help="mp4, webm or gif (default hyvideo_<seed>.mp4)")
+    models.add_argument("--lora", action="append", default=[], metavar="PATH[:STRENGTH]",
+                        help="a LoRA to apply (repeatable; strength 1 unless given)")
+    _size_args(p)
+    out = p.add_argument_group("output")
+    out.add_argument("--fps", type=float, default=DEFAULTS.fps)
+    out.add_argument("--crf", type=int, help="quality: lower is better (mp4 0-51, webm 0-63)")
+    out.add_argument("--output", "-o", type=Path, help="mp4, webm or gif (default hyvideo_<seed>.mp4)")
     s = p.add_argument_group("sampling")
-    s.add_argument("--steps", type=int)
-    s.add_argument("--shift", type=float, default=7.0)
-    s.add_argument("--guidance", type=float, default=6.0, help="embedded guidance scale")
-    s.add_argument("--cfg-scale", type=float, default=1.0, help="true CFG (> 1 uses the negative prompt)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--solver", choices=sorted(SOLVERS), default="euler")
-    s.add_argument("--cache", choices=CACHES, default="none")
-    s.add_argument("--cache-threshold", type=float, default=0.15)
-    m = p.add_argument_group("memory and speed")
-    m.add_argument("--weight-format", choices=FORMATS, default="auto")
-    m.add_argument("--attention", choices=("auto", "sdpa", "flash", "sage"), default="auto")
-    m.add_argument("--swap", default="0,0", help="'DOUBLE,SINGLE' blocks to offload, or 'auto'")
-    m.add_argument("--vram-gb", type=float, help="budget for --swap auto (default: free GPU memory)")
-    m.add_argument("--tiling", choices=("auto", "off"), default="auto", help="VAE decode tiling")
-    m.add_argument("--device", default="auto")
+    s.add_argument("--steps", type=int, default=DEFAULTS.steps)
+    s.add_argument("--shift", type=float, default=DEFAULTS.shift)
+    s.add_argument("--guidance", type=float, default=DEFAULTS.embedded_guidance, help="embedded guidance scale")
+    s.add_argument("--cfg-scale", type=float, default=DEFAULTS.cfg_scale, help="true CFG (> 1 uses the negative prompt)")
+    s.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    s.add_argument("--solver", choices=SOLVER_NAMES, default=DEFAULTS.solver)
+    s.add_argument("--cache", choices=CACHE_NAMES, default=DEFAULTS.cache)
+    s.add_argument("--cache-threshold", type=float, default=None,
+                   help=f"default per cache: {DEFAULTS.cache_thresholds}")
+    _memory_args(p)
+    p.add_argument("--tiling", choices=VAE_TILING, default=DEFAULTS.vae_tiling, help="VAE decode tiling")
+    p.add_argument("--device", default="auto")
 
 
-def _plan_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--width", type=int, default=1280)
-    p.add_argument("--height", type=int, default=720)
-    p.add_argument("--frames", type=int, default=129)
-    p.add_argument("--weight-format", default="bf16", help="bf16, fp8_scaled, Q8_0, Q4_K, ...")
-    p.add_argument("--swap", default="auto", help="'DOUBLE,SINGLE' or 'auto'")
-    p.add_argument("--vram-gb", type=float, default=24.0)
-    p.add_argument("--cfg", action="store_true", help="true CFG batched (doubles activations)")
+def _run_generate(args, notes: NoteLog) -> int:
+    from .run.generate import run_checked
+    from .run.validate import check_run
 
-
-def _run_generate(args) -> int:
     if args.demo:
         for key, value in DEMO_SIZE.items():
-            if getattr(args, key) is None:
+            if _untouched(args, key):
                 setattr(args, key, value)
     settings = _settings(args)
-    files = _demo_files() if args.demo else find_model_files(
-        args.models_dir, dit=args.dit, vae=args.vae, llm=args.llm, clip=args.clip,
-        tokenizer=args.tokenizer, clip_tokenizer=args.clip_tokenizer)
-    print(f"hyvideo: {settings.width}x{settings.height}x{settings.frames}, {settings.sampling.steps} steps, "
-          f"seed {settings.sampling.seed}{' (demo model, random weights)' if args.demo else ''}", file=sys.stderr)
-    with _ProgressBar() as bar:
-        result = generate(files, settings, progress=bar.update)
-    for note in result.notes:
-        print(f"note: {note}", file=sys.stderr)
+    files = _demo_files() if args.demo else _model_files(args)
+    checked = check_run(files, settings)
+    s = checked.settings
+    print(f"hyvideo: {s.width}x{s.height}x{s.frames}, {s.sampling.steps} steps, seed {s.sampling.seed}, "
+          f"{s.swap.describe()}, {s.cache.describe()}"
+          f"{' (demo model, random weights)' if args.demo else ''}", file=sys.stderr)
+    for note in checked.notes:
+        notes.show(note)
+    with TerminalReporter(notes) as reporter:
+        result = run_checked(checked, reporter=reporter)
+    print(result.summary(), file=sys.stderr)
     print(result.path)
     return 0
+
+
+def _untouched(args, key: str) -> bool:
+    return getattr(args, key) == _parser_defaults()[key]
+
+
+def _parser_defaults() -> dict:
+    return {"width": DEFAULTS.width, "height": DEFAULTS.height, "frames": DEFAULTS.frames, "steps": DEFAULTS.steps}
+
+
+def _model_files(args) -> ModelFiles:
+    from .model_files import find_model_files
+    given = dict(dit=args.dit, vae=args.vae, llm=args.llm, clip=args.clip)
+    if args.models_dir is None and not all(given.values()):
+        missing = [f"--{k}" for k, v in given.items() if v is None]
+        raise InvalidInputError(
+            f"no model files: give --models-dir (a ComfyUI models folder) or {', '.join(missing)}. To try the whole "
+            "run without downloading anything, use `hyvideo generate --demo` (a tiny embedded random model).")
+    if args.models_dir is not None and not args.models_dir.is_dir():
+        raise InvalidInputError(f"--models-dir {args.models_dir}: no such folder.")
+    files = find_model_files(args.models_dir, **given, tokenizer=args.tokenizer, clip_tokenizer=args.clip_tokenizer)
+    return ModelFiles(files.dit, files.vae, files.llm, files.clip, files.tokenizer, files.clip_tokenizer,
+                      tuple(_lora(text) for text in args.lora))
+
+
+def _lora(text: str) -> tuple[Path, float]:
+    path, _, strength = text.rpartition(":") if ":" in Path(text).name else (text, "", "1")
+    try:
+        return Path(path), float(strength)
+    except ValueError:
+        raise InvalidInputError(f"--lora {text!r}: give PATH or PATH:STRENGTH (e.g. style.safetensors:0.8).") from None
 
 
 def _demo_files() -> ModelFiles:
@@ -119,63 +188,44 @@ def _demo_files() -> ModelFiles:
 
 
 def _settings(args) -> GenerateSettings:
-    swap = args.swap.strip().lower()
-    if swap != "auto":
-        try:
-            double, single = (int(v) for v in swap.split(","))
-        except ValueError:
-            raise SystemExit(f"hyvideo: --swap {args.swap!r}: give 'DOUBLE,SINGLE' (e.g. 10,20) or 'auto'.")
-        swap = (double, single)
-    sampling = SamplingOptions(steps=50 if args.steps is None else args.steps, shift=args.shift, solver=args.solver, seed=args.seed,
+    from .sampling import SamplingOptions
+    sampling = SamplingOptions(steps=args.steps, shift=args.shift, solver=args.solver, seed=args.seed,
                                embedded_guidance=args.guidance, cfg_scale=args.cfg_scale)
     return GenerateSettings(
         prompt=args.prompt, negative_prompt=args.negative_prompt,
         output=args.output or Path(f"hyvideo_{args.seed}.mp4"),
-        width=_or(args.width, 1280), height=_or(args.height, 720), frames=_or(args.frames, 129), sampling=sampling,
-        weight_format=args.weight_format, attention=args.attention, swap=swap, vram_budget_gb=args.vram_gb,
-        cache=args.cache, cache_threshold=args.cache_threshold, tiling=args.tiling, fps=args.fps, crf=args.crf,
-        device=args.device)
+        width=args.width, height=args.height, frames=args.frames, sampling=sampling,
+        weight_format=args.weight_format, attention=args.attention, swap=SwapRequest.parse(args.swap),
+        budget_gb=args.vram_gb, cache=CacheRequest(args.cache, args.cache_threshold), tiling=args.tiling,
+        fps=args.fps, crf=args.crf, device=args.device)
 
 
-def _or(value, default):
-    return default if value is None else value
+def _run_plan(args, notes: NoteLog) -> int:
+    from .run.memory import budget_bytes, plan_placement
+    from .run.validate import check_size
+    from .runtime.devices import is_cuda, main_device
+    from .runtime.planner import PlanInputs
 
-
-def _run_plan(args) -> int:
-    from .runtime.planner import GiB, PlanInputs, auto_swap, plan
-
-    inputs = PlanInputs(weight_format=args.weight_format, width=args.width, height=args.height,
-                        frames=args.frames, cfg_batched=args.cfg)
-    if args.swap == "auto":
-        result = auto_swap(inputs, budget=int(args.vram_gb * GiB))
-    else:
-        double, single = (int(v) for v in args.swap.split(","))
-        result = plan(inputs.replace(swap_double=double, swap_single=single))
-    print(result.describe())
+    size = check_size(args.width, args.height, args.frames)
+    for note in size.adjustments:
+        notes.show(note)
+    swap = SwapRequest.parse(args.swap)
+    device = main_device("auto")
+    budget_gb = args.vram_gb if args.vram_gb is not None or is_cuda(device) else PLAN_GPU_GB
+    if args.vram_gb is None and not is_cuda(device):
+        notes.show(f"no CUDA device here: planning for a {PLAN_GPU_GB:g} GiB GPU (--vram-gb to change)")
+    budget = budget_bytes(budget_gb, device)
+    tiles = {} if args.tiling == "auto" else dict(vae_tile_px=None, vae_tile_frames=None)
+    attention = "sdpa" if args.attention == "auto" else args.attention
+    inputs = PlanInputs(weight_format=args.weight_format, width=size.width, height=size.height, frames=size.frames,
+                        cfg_batched=args.cfg, attention=attention, **tiles)
+    placement = plan_placement(inputs, swap, budget, device)
+    if placement.note:
+        notes.show(placement.note)
+    print(placement.plan.describe())
+    verdict = "fits" if placement.plan.fits(budget) else "does NOT fit"
+    print(f"{verdict} in {budget / 2**30:.1f} GiB")
     return 0
-
-
-class _ProgressBar:
-    """A one-line progress display on stderr (tqdm when it is installed)."""
-
-    def __enter__(self):
-        self._bar = None
-        return self
-
-    def update(self, stage: str, done: int, total: int) -> None:
-        try:
-            from tqdm import tqdm
-        except ImportError:
-            print(f"\r{stage} {done}/{total}", end="", file=sys.stderr)
-            return
-        if self._bar is None:
-            self._bar = tqdm(total=total, desc=stage, file=sys.stderr)
-        self._bar.update(done - self._bar.n)
-
-    def __exit__(self, *exc):
-        if self._bar is not None:
-            self._bar.close()
-        return False
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import InvalidInputError
-from .pipeline import ModelFiles
+from .run.settings import ModelFiles
 
 # The names the files are published under, preferred first, and the ComfyUI folders they go in.
 PUBLIC_NAMES = {

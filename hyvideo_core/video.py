@@ -72,11 +72,6 @@ def frames_to_uint8(frames: torch.Tensor | np.ndarray, name: str = "frames") -> 
     return np.ascontiguousarray(array)
 
 
-def uint8_to_frames(array: np.ndarray) -> torch.Tensor:
-    """uint8 array [F, H, W, 3] -> float32 IMAGE tensor in 0..1."""
-    return torch.from_numpy(np.ascontiguousarray(array)).float().div_(255.0)
-
-
 def format_for(path: str | os.PathLike, format: str | None = None) -> VideoFormat:
     key = (format or Path(path).suffix.lstrip(".")).lower()
     if key not in FORMATS:

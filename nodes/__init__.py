@@ -17,7 +17,7 @@ import pkgutil
 log = logging.getLogger(__name__)
 
 # Modules here that are infrastructure, not nodes.
-NOT_NODE_MODULES = frozenset({"host", "host_standalone", "contract", "routes", "model_handle", "settings"})
+NOT_NODE_MODULES = frozenset({"host", "folders", "routes", "model_handle", "settings"})
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}

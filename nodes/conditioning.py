@@ -4,9 +4,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 from hyvideo_core.conditioning import build_keyframe_conditioning
+from hyvideo_core.run import vae_visit
 
 from .host import host
-from .vae import on_main_device
 
 
 class HyVideoKeyframeEncode:
@@ -40,8 +40,8 @@ class HyVideoKeyframeEncode:
 
     def encode(self, vae, width, height, frames, encode_seed, tiling, first_image=None, last_image=None):
         host.check_interrupt()
-        with host.interruptible(), on_main_device(vae):
-            keyframes = build_keyframe_conditioning(vae, first_image, last_image, width, height, frames,
+        with host.interruptible(), vae_visit(vae.vae, vae.main, vae.offload, host):
+            keyframes = build_keyframe_conditioning(vae.vae, first_image, last_image, width, height, frames,
                                                     seed=encode_seed, tiling="auto" if tiling == "auto" else None)
         # Cached between runs: keep it in RAM, not on the GPU (the sampler moves it per run).
         keyframes = replace(keyframes, latent=keyframes.latent.cpu())

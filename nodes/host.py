@@ -10,8 +10,12 @@ Node code uses the module-level `host` and nothing else from the host applicatio
     with host.interruptible():                              # engine CancelledError -> host's interrupt
         ...
 
-Inside a running ComfyUI `host` is a ComfyHost; anywhere else (tests, CLI) it is the
-StandaloneHost from host_standalone.py, which behaves the same way without a server.
+`host` forwards every attribute read and write to the installed host, so node modules keep the
+object they imported while the host behind it changes (`install_host`). Inside a running ComfyUI the
+installed host is a ComfyHost, created when the pack is imported. Anywhere else it is a NoHost
+until someone calls `install_host(...)` (the tests install their standalone host): the pack still
+imports (routes are recorded and handed to the next host installed, model lists are empty), and
+every other service raises a HyVideoError saying the nodes run inside ComfyUI.
 """
 from __future__ import annotations
 
@@ -24,14 +28,30 @@ from typing import Callable
 
 import torch
 
-from hyvideo_core.errors import CancelledError, InvalidInputError
+from hyvideo_core.errors import CancelledError, HyVideoError, InvalidInputError
 
-from .host_standalone import (MODEL_EXTENSIONS, StandaloneHost, list_input_files, missing_input_error, missing_model_error,
-                              preview_array, scan_model_dirs, scan_model_files)
+from .folders import (MODEL_EXTENSIONS, list_input_files, missing_input_error, missing_model_error, scan_model_dirs,
+                      scan_model_files)
 
 log = logging.getLogger(__name__)
 
 PREVIEW_MAX_SIZE = 512  # longest side of the latent previews sent to the browser
+
+
+# What node code may ask of a host (besides `name` and `routes`); every host implements all of it.
+HOST_METHODS = (
+    "folders", "filenames", "full_path", "model_dirs", "full_dir_path", "comfy_root",
+    "output_dir", "input_dir", "input_files", "input_path",
+    "progress", "check_interrupt", "interruptible",
+    "devices", "device_memory", "free_memory", "free_device_memory", "register_unloadable", "unload_all",
+    "register_route",
+)
+
+
+def preview_array(rgb) -> "object":
+    """A preview frame (tensor/array [H, W, 3], float 0..1 or uint8) -> uint8 numpy [H, W, 3]."""
+    from hyvideo_core.video import frames_to_uint8
+    return frames_to_uint8(rgb[None], name="preview")[0]
 
 
 def comfyui_is_running() -> bool:
@@ -75,9 +95,6 @@ class ComfyHost:
             raise InvalidInputError(f"model folder kind {kind!r} is unknown to ComfyUI; known: "
                                     f"{sorted(self._fp.folder_names_and_paths)}.") from None
 
-    def add_model_folder(self, kind: str, path) -> None:
-        self._fp.add_model_folder_path(kind, str(path))
-
     def filenames(self, kind: str, extensions=MODEL_EXTENSIONS) -> list[str]:
         """ComfyUI's (cached) list for `kind`, plus files with extensions ComfyUI does not list (.gguf)."""
         folders = self.folders(kind)
@@ -111,9 +128,6 @@ class ComfyHost:
     def output_dir(self) -> str:
         return self._fp.get_output_directory()
 
-    def temp_dir(self) -> str:
-        return self._fp.get_temp_directory()
-
     def input_dir(self) -> str:
         return self._fp.get_input_directory()
 
@@ -130,12 +144,6 @@ class ComfyHost:
     # ---- progress and interrupts (comfy.utils.ProgressBar, model_management's flag) ----
     def progress(self, total: int, node_id: str | None = None) -> ComfyProgress:
         return ComfyProgress(self, total, node_id)
-
-    def interrupt(self) -> None:
-        self._mm.interrupt_current_processing(True)
-
-    def clear_interrupt(self) -> None:
-        self._mm.interrupt_current_processing(False)
 
     def check_interrupt(self) -> None:
         """Raises ComfyUI's own InterruptProcessingException, so ComfyUI reports 'interrupted'."""
@@ -220,4 +228,73 @@ def _extension(name: str) -> str:
     return name[dot:].lower() if dot >= 0 else ""
 
 
-host: ComfyHost | StandaloneHost = ComfyHost() if comfyui_is_running() else StandaloneHost()
+class NoHost:
+    """The host outside ComfyUI until one is installed: enough for the pack to import and for
+    INPUT_TYPES to answer (empty lists); any other service raises a HyVideoError."""
+
+    name = "none"
+
+    def __init__(self):
+        self.routes: list[tuple[str, str, Callable]] = []
+
+    def register_route(self, method: str, path: str, handler: Callable) -> None:
+        """Recorded only; `install_host` hands these routes to the host installed next."""
+        self.routes.append((method.upper(), path, handler))
+
+    def filenames(self, kind: str, extensions=MODEL_EXTENSIONS) -> list[str]:
+        return []
+
+    def model_dirs(self, kind: str, marker: str = "config.json") -> list[str]:
+        return []
+
+    def input_files(self, extensions) -> list[str]:
+        return []
+
+
+def _needs_a_host(name: str):
+    def service(self, *args, **kwargs):
+        raise HyVideoError(f"host.{name}: no host is installed. The hyvideo nodes run inside ComfyUI; "
+                           "outside it, install a host first with nodes.host.install_host(...).")
+    service.__name__ = service.__qualname__ = name
+    return service
+
+
+for _name in HOST_METHODS:
+    if not hasattr(NoHost, _name):
+        setattr(NoHost, _name, _needs_a_host(_name))
+del _name
+
+
+class HostProxy:
+    """The module-level `host`: every attribute read, write and delete goes to the installed host."""
+
+    __slots__ = ("_installed",)
+
+    def __init__(self, installed):
+        object.__setattr__(self, "_installed", installed)
+
+    def __getattr__(self, name: str):
+        return getattr(self._installed, name)
+
+    def __setattr__(self, name: str, value) -> None:
+        setattr(self._installed, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        delattr(self._installed, name)
+
+    def __repr__(self) -> str:
+        return f"<hyvideo host: {self._installed!r}>"
+
+
+def install_host(impl):
+    """Make `impl` the host behind `host` and return the one it replaces. Routes that a NoHost
+    recorded are registered on `impl` (the pack registers its routes when it is imported)."""
+    previous = host._installed
+    object.__setattr__(host, "_installed", impl)
+    if isinstance(previous, NoHost) and not isinstance(impl, NoHost):
+        for method, path, handler in previous.routes:
+            impl.register_route(method, path, handler)
+    return previous
+
+
+host = HostProxy(ComfyHost() if comfyui_is_running() else NoHost())

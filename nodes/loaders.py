@@ -13,17 +13,14 @@ import os
 import torch
 
 import hyvideo_core
-from hyvideo_core.errors import CheckpointError, OutOfMemoryError
-from hyvideo_core.runtime.devices import is_out_of_memory
-from hyvideo_core.weights.storage import FORMATS, storage_for
+from hyvideo_core.errors import CheckpointError
+from hyvideo_core.run import LoadedDiT, load_dit
+from hyvideo_core.run.choices import ATTENTION_BACKENDS, DEFAULTS, PRECISION_DTYPES, PRECISIONS, WEIGHT_FORMATS
 
 from .host import host
-from .model_handle import HyVideoModel, LoadedModel
+from .model_handle import HyVideoModel, HyVideoVAE
 
 CATEGORY = "HunyuanVideo/loaders"
-PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-WEIGHT_FORMATS = [*FORMATS[:7], "fp8_e4m3fn_fast", *FORMATS[7:]]  # ComfyUI's name for fast fp8 matmuls
-ATTENTION = ["auto", "sdpa", "flash", "sage"]
 TOKENIZER_FOLDERS = {"llm": ("llama_tokenizer", os.path.join("comfy", "text_encoders", "llama_tokenizer")),
                      "clip": ("clip_tokenizer", os.path.join("comfy", "sd1_tokenizer"))}
 
@@ -59,16 +56,16 @@ class HyVideoModelLoader:
                 "tooltip": "The DiT file in models/diffusion_models or models/unet (.safetensors, .pt, .gguf), "
                            "e.g. hunyuan_video_t2v_720p_bf16.safetensors."}),
             "base_precision": (list(PRECISIONS), {
-                "default": "bf16", "tooltip": "Compute dtype of the transformer (bf16 is the official one)."}),
-            "weight_format": (WEIGHT_FORMATS, {
-                "default": "auto",
+                "default": DEFAULTS.precision, "tooltip": "Compute dtype of the transformer (bf16 is the official one)."}),
+            "weight_format": (list(WEIGHT_FORMATS), {
+                "default": DEFAULTS.weight_format,
                 "tooltip": "How weights are stored in memory. auto: as in the file (GGUF stays quantised, fp8 files "
                            "keep their scales); bf16/fp16/fp32: plain; fp8_e4m3fn/fp8_e5m2: block weights cast to "
                            "fp8 (half the memory of bf16); fp8_e4m3fn_fast: also fp8 matmuls on GPUs that have "
                            "them; fp8_scaled: fp8 with a scale per weight (closer to bf16); gguf: a .gguf file's "
                            "quants."}),
-            "attention": (ATTENTION, {
-                "default": "auto",
+            "attention": (list(ATTENTION_BACKENDS), {
+                "default": DEFAULTS.attention,
                 "tooltip": "Attention kernel: auto picks sage, then flash, then sdpa (always available). A "
                            "missing package fails here, at load, not during sampling."}),
         }, "optional": {
@@ -98,39 +95,23 @@ class HyVideoModelLoader:
     def load(self, model_name, base_precision, weight_format, attention, block_swap=None, compile=None):
         path = host.full_path("diffusion_models", model_name)
         stat = os.stat(path)
-        key = (path, stat.st_mtime_ns, stat.st_size, base_precision, weight_format, attention, compile)
+        main, offload = host.devices()
+        home = offload if block_swap is not None and block_swap.request.active else main  # where weights load
+        key = (path, stat.st_mtime_ns, stat.st_size, base_precision, weight_format, attention, compile, str(home))
         if self.cached is None or self.cached[0] != key:
             self._forget()
             self.cached = (key, self._load(path, base_precision, weight_format, attention, block_swap, compile))
         loaded = self.cached[1]
         text = loaded.summary + ("; " + block_swap.describe() if block_swap else "")
-        return {"ui": {"text": [text]}, "result": (HyVideoModel(loaded, swap=block_swap),)}
+        swap = {} if block_swap is None else dict(swap=block_swap.request, budget_gb=block_swap.budget_gb)
+        return {"ui": {"text": [text]}, "result": (HyVideoModel(loaded, **swap),)}
 
-    def _load(self, path, base_precision, weight_format, attention, block_swap, compile) -> LoadedModel:
+    def _load(self, path, base_precision, weight_format, attention, block_swap, compile) -> LoadedDiT:
         main, offload = host.devices()
-        target = offload if block_swap is not None else main
-        fast = weight_format.endswith("_fast")
-        storage = storage_for(weight_format.removesuffix("_fast"), fast_fp8=fast)
-        try:
-            with host.interruptible():
-                model = hyvideo_core.load_transformer(path, dtype=PRECISIONS[base_precision], device=target,
-                                                      attention=attention, storage=storage)
-        except Exception as error:
-            if is_out_of_memory(error) and not isinstance(error, OutOfMemoryError):
-                raise OutOfMemoryError(
-                    f"{os.path.basename(path)}: out of memory while loading it onto {target}. Connect a Block "
-                    "Swap node to the loader (weights then go to RAM and stream to the GPU), or use "
-                    "weight_format fp8_e4m3fn or a GGUF file.") from error
-            raise
-        if compile is not None:
-            from hyvideo_core.runtime.compile import compile_blocks
-            compile_blocks(model, **compile.options())
-        summary = model.load_report.summary()
-        report = getattr(storage, "report", None)
-        if report is not None:
-            summary += "; " + report.summary()
-        loaded = LoadedModel(model, main, offload, path, summary)
-        loaded.on_main = target == main
+        with host.interruptible():
+            loaded = load_dit(path, dtype=PRECISION_DTYPES[base_precision], weight_format=weight_format, attention=attention,
+                              main=main, offload=offload, swapping=block_swap is not None and block_swap.request.active,
+                              compile_options=None if compile is None else compile.options())
         host.register_unloadable(loaded)
         return loaded
 
@@ -172,13 +153,12 @@ class HyVideoVAELoader:
     def load(self, vae_name, precision):
         path = host.full_path("vae", vae_name)
         main, offload = host.devices()
-        dtype = PRECISIONS.get(precision)
+        dtype = PRECISION_DTYPES.get(precision)
         if dtype is None and main.type == "cpu":
             dtype = torch.float32
-        vae = hyvideo_core.load_vae(path, dtype=dtype, device=offload)  # moved to the GPU only while in use
-        vae.main_device = main
+        vae = hyvideo_core.load_vae(path, dtype=dtype, device=offload)  # visits the GPU only while in use
         text = f"{os.path.basename(path)}: {vae.dtype}, encoder {'yes' if vae.encoder is not None else 'no'}"
-        return {"ui": {"text": [text]}, "result": (vae,)}
+        return {"ui": {"text": [text]}, "result": (HyVideoVAE(vae, main, offload, text),)}
 
 
 def text_encoder_choices() -> list[str]:
@@ -271,7 +251,7 @@ class HyVideoTextEncoderLoader:
         run_on = offload if device == "cpu" else main
         encoder = hyvideo_core.load_text_encoder(
             llm, clip, tokenizer=tokenizer_folder("llm", llm), clip_tokenizer=tokenizer_folder("clip", clip),
-            dtype=PRECISIONS.get(precision), device=run_on, offload_device=offload, llm_storage=llm_format)
+            dtype=PRECISION_DTYPES.get(precision), device=run_on, offload_device=offload, llm_storage=llm_format)
         info = encoder.info
         names = [os.path.basename(source.rstrip("/")) for source in (info.llm_source, info.clip_source)]
         text = f"Llama {names[0]} + CLIP {names[1]}, {info.dtype}, storage {info.llm_storage}, runs on {info.device}"

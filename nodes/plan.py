@@ -3,14 +3,10 @@ the block swap that would fit a budget. With a model connected, its exact weight
 from __future__ import annotations
 
 from hyvideo_core.errors import OutOfMemoryError
-from hyvideo_core.runtime.planner import BACKENDS, GiB, PlanInputs, auto_swap, plan, plan_for_model
-from hyvideo_core.sampling import plan_latent
+from hyvideo_core.run import GiB, PlanInputs, RunShape, SwapRequest, budget_bytes, check_budget, check_size, plan_placement
+from hyvideo_core.run.choices import DEFAULTS, PLANNED_ATTENTION, PLANNED_FORMATS
 
 from .host import host
-from .model_handle import storage_name
-
-WEIGHT_FORMATS = ["bf16", "fp16", "fp32", "fp8_e4m3fn", "fp8_e5m2", "fp8_scaled", "Q8_0", "Q6_K", "Q5_K", "Q4_K",
-                  "Q4_0"]
 
 
 class HyVideoMemoryPlan:
@@ -20,13 +16,13 @@ class HyVideoMemoryPlan:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "width": ("INT", {"default": 960, "min": 16, "max": 4096, "step": 16, "tooltip": "Video width."}),
-            "height": ("INT", {"default": 544, "min": 16, "max": 4096, "step": 16, "tooltip": "Video height."}),
-            "frames": ("INT", {"default": 129, "min": 1, "max": 1025, "step": 4, "tooltip": "Frame count (4k+1)."}),
-            "weight_format": (WEIGHT_FORMATS, {"default": "bf16",
+            "width": ("INT", {"default": DEFAULTS.width, "min": 16, "max": 4096, "step": 16, "tooltip": "Video width."}),
+            "height": ("INT", {"default": DEFAULTS.height, "min": 16, "max": 4096, "step": 16, "tooltip": "Video height."}),
+            "frames": ("INT", {"default": DEFAULTS.frames, "min": 1, "max": 1025, "step": 4, "tooltip": "Frame count (4k+1)."}),
+            "weight_format": (list(PLANNED_FORMATS), {"default": "bf16",
                                                "tooltip": "Weight storage (GGUF: its quant type); ignored when a "
                                                           "model is connected (its real weights are counted)."}),
-            "attention": (list(BACKENDS), {"default": "sdpa",
+            "attention": (list(PLANNED_ATTENTION), {"default": "sdpa",
                                            "tooltip": "Attention kernel (sdpa_math: the unfused, quadratic path)."}),
             "double_blocks_to_swap": ("INT", {"default": 0, "min": -1, "max": 20,
                                               "tooltip": "Double blocks kept in RAM; -1 = auto (needs the budget)."}),
@@ -52,32 +48,31 @@ class HyVideoMemoryPlan:
 
     def estimate(self, width, height, frames, weight_format, attention, double_blocks_to_swap, single_blocks_to_swap,
                  true_cfg_scale, vae_tiling, vram_budget_gb, model=None):
-        size = plan_latent(width, height, frames)
+        size = check_size(width, height, frames, ("width", "height", "frames"))
         main, _ = host.devices()
         _, total = host.device_memory(main)
-        budget = int(vram_budget_gb * GiB) if vram_budget_gb > 0 else total
-        auto = double_blocks_to_swap < 0 or single_blocks_to_swap < 0
-        settings = dict(width=size.width, height=size.height, frames=size.frames, attention=attention,
-                        cfg_batched=true_cfg_scale > 1, swap_double=max(double_blocks_to_swap, 0),
-                        swap_single=max(single_blocks_to_swap, 0),
-                        **({} if vae_tiling == "auto" else dict(vae_tile_px=None, vae_tile_frames=None)))
+        budget = budget_bytes(check_budget(vram_budget_gb, "vram_budget_gb"), main, total or None)
+        swap = SwapRequest.counts(double_blocks_to_swap, single_blocks_to_swap)
+        shape = RunShape(size.width, size.height, size.frames, cfg_batched=true_cfg_scale > 1)
+        tiles = {} if vae_tiling == "auto" else dict(vae_tile_px=None, vae_tile_frames=None)
         if model is not None:
-            inputs = plan_for_model(model.transformer, weight_format=storage_name(model.transformer), **settings)
+            inputs = model.loaded.plan_inputs(shape).replace(**tiles)
         else:
-            inputs = PlanInputs(weight_format=weight_format, **settings)
+            inputs = PlanInputs(weight_format=weight_format, width=shape.width, height=shape.height,
+                                frames=shape.frames, cfg_batched=shape.cfg_batched, attention=attention, **tiles)
         lines = list(size.adjustments)
-        if auto:
-            try:
-                result = auto_swap(inputs, budget)
-                lines.append(f"auto swap: {result.swap[0]} double + {result.swap[1]} single blocks fit "
-                             f"{budget / GiB:.1f} GiB")
-            except OutOfMemoryError as error:
-                result = error.suggestion
-                lines.append(str(error))
+        try:
+            placement = plan_placement(inputs, swap, budget, main)
+            result = placement.plan
+            lines += [placement.note] if placement.note else []
+        except OutOfMemoryError as error:
+            result = error.suggestion
+            lines.append(str(error))
+        if budget is None:
+            lines.insert(0, f"{main} has no device memory limit to check against")
         else:
-            result = plan(inputs)
-        verdict = "fits" if result.peak <= budget else "does NOT fit"
-        lines.insert(0, f"{verdict} in {budget / GiB:.1f} GiB ({str(main)})")
+            verdict = "fits" if result.peak <= budget else "does NOT fit"
+            lines.insert(0, f"{verdict} in {budget / GiB:.1f} GiB ({str(main)})")
         text = "\n".join([*lines, result.describe()])
         return {"ui": {"text": [text]}, "result": (text,)}
 

@@ -6,11 +6,12 @@ frontend extension shows on the loader and sampler nodes.
     200 {"peak_bytes": int, "breakdown": {name: bytes}, "fits": bool, "budget_bytes": int,
          "swap": {"double", "single"}, "notes": [...], "summary": str, "message"?: str (nothing fits),
          "device": {"name", "free_bytes", "total_bytes"}, "settings": {...}}
-    400 {"error": "..."} for a bad parameter;  501 {"error": "..."} when the planner is missing
+    400 {"error": "..."} for a bad parameter
 
-Every parameter is optional (defaults: the official 720p, 129 frames, bf16 settings); a swap
+Every parameter is optional (defaults: the run defaults, 960x544x129, bf16); a swap
 count of `auto` (or a negative one, as the Block Swap node writes it) picks the least swapping
-that fits the budget (budget_gb, else the device; 0 = the device). Widget values of the pack's
+that fits the budget (budget_gb GiB of the main device; unset or 0 = its total memory, the one
+meaning of a budget everywhere in the pack). Widget values of the pack's
 nodes that the planner cannot price directly are mapped and the assumption is added to `notes`:
 weight_format auto -> bf16 (the common file), gguf -> Q4_K, *_fast -> the plain fp8 type;
 attention auto -> sdpa; vae_tiling custom -> the default tiles. The handler is built per host so it
@@ -19,26 +20,25 @@ runs the same in ComfyUI (PromptServer routes) and on a bare aiohttp app in the 
 from __future__ import annotations
 
 import asyncio
-
 import dataclasses
-import importlib
 import logging
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
 from hyvideo_core.errors import HyVideoError, InvalidInputError, OutOfMemoryError
+from hyvideo_core.run import PlanInputs, SwapRequest, budget_bytes, check_budget, check_size, plan_placement
+from hyvideo_core.run.choices import DEFAULTS
 
 log = logging.getLogger(__name__)
 
 PLAN_PATH = "/hyvideo/plan"
-PLANNER_MODULE = "hyvideo_core.runtime.planner"
 
 
 @dataclass(frozen=True)
 class PlanSettings:
-    width: int = 1280
-    height: int = 720
-    frames: int = 129
+    width: int = DEFAULTS.width
+    height: int = DEFAULTS.height
+    frames: int = DEFAULTS.frames
     batch: int = 1
     weight_format: str = "bf16"
     attention: str = "sdpa"
@@ -59,11 +59,13 @@ def parse_plan_query(query: Mapping[str, str]) -> PlanSettings:
     values = {}
     for name, raw in query.items():
         values[name] = _parse_value(name, raw, fields[name].default)
-    for name in ("width", "height", "frames", "batch"):
-        if name in values and values[name] < 1:
-            raise InvalidInputError(f"plan: {name} must be at least 1, got {values[name]}.")
+    if values.get("batch", 1) < 1:
+        raise InvalidInputError(f"plan: batch must be at least 1, got {values['batch']}.")
+    size = check_size(*(values.get(k, getattr(PlanSettings, k)) for k in ("width", "height", "frames")),
+                      ("plan: width", "plan: height", "plan: frames"))   # snapped as the sampler snaps
+    values.update(width=size.width, height=size.height, frames=size.frames)
     values, assumptions = _widget_values_for_planner(values)
-    settings = PlanSettings(**values, assumptions=assumptions)
+    settings = PlanSettings(**values, assumptions=size.adjustments + assumptions)
     vae_tiles(settings.vae_tiling)
     return settings
 
@@ -94,7 +96,7 @@ def _parse_value(name: str, raw: str, default):
         if name in ("double_blocks_to_swap", "single_blocks_to_swap"):
             return None if raw == "auto" or int(raw) < 0 else int(raw)
         if name == "budget_gb":
-            return None if raw in ("", "auto") or float(raw) <= 0 else float(raw)
+            return None if raw in ("", "auto") else check_budget(float(raw), "plan: budget_gb")
         if isinstance(default, bool):
             if raw.lower() not in ("1", "0", "true", "false"):
                 raise ValueError(raw)
@@ -107,27 +109,20 @@ def _parse_value(name: str, raw: str, default):
                                 f"(expected something like {default!r}).") from None
 
 
-def default_planner() -> Callable[[PlanSettings, int], dict]:
-    """The engine's planner (hyvideo_core.runtime.planner) behind the route's settings; raises
-    ImportError/AttributeError when this version of the engine has none."""
-    engine = importlib.import_module(PLANNER_MODULE)
-    make_inputs, plan, auto_swap = engine.PlanInputs, engine.plan, engine.auto_swap
+def default_planner(settings: PlanSettings, budget: int | None) -> dict:
+    """The engine's plan for the route's settings (auto swap: the least that fits the budget)."""
+    import torch
 
-    def estimate(settings: PlanSettings, budget: int) -> dict:
-        tile_px, tile_frames = vae_tiles(settings.vae_tiling)
-        inputs = make_inputs(weight_format=settings.weight_format, width=settings.width, height=settings.height,
-                             frames=settings.frames, batch=settings.batch, cfg_batched=settings.true_cfg,
-                             attention=settings.attention, swap_double=settings.double_blocks_to_swap or 0,
-                             swap_single=settings.single_blocks_to_swap or 0, vae_tile_px=tile_px,
-                             vae_tile_frames=tile_frames)
-        if settings.double_blocks_to_swap is not None and settings.single_blocks_to_swap is not None:
-            return plan_to_dict(plan(inputs))
-        try:
-            return plan_to_dict(auto_swap(inputs, budget))
-        except OutOfMemoryError as error:  # nothing fits: show the most frugal plan and why
-            return {**plan_to_dict(error.suggestion), "message": str(error)}
-
-    return estimate
+    tile_px, tile_frames = vae_tiles(settings.vae_tiling)
+    inputs = PlanInputs(weight_format=settings.weight_format, width=settings.width, height=settings.height,
+                        frames=settings.frames, batch=settings.batch, cfg_batched=settings.true_cfg,
+                        attention=settings.attention, vae_tile_px=tile_px, vae_tile_frames=tile_frames)
+    swap = SwapRequest.counts(settings.double_blocks_to_swap, settings.single_blocks_to_swap)
+    try:
+        placement = plan_placement(inputs, swap, budget, torch.device("cuda" if budget else "cpu"))
+        return {**plan_to_dict(placement.plan), **({"message": placement.note} if placement.note else {})}
+    except OutOfMemoryError as error:  # nothing fits: show the most frugal plan and why
+        return {**plan_to_dict(error.suggestion), "message": str(error)}
 
 
 def vae_tiles(vae_tiling: str) -> tuple[int | None, int | None]:
@@ -154,11 +149,12 @@ def plan_to_dict(plan) -> dict:
 def plan_response(settings: PlanSettings, planner: Callable[[PlanSettings, int], dict], host) -> dict:
     main, _ = host.devices()
     free, total = host.device_memory(main)
-    budget = int(settings.budget_gb * 1024**3) if settings.budget_gb is not None else total
+    budget = budget_bytes(settings.budget_gb, main, total or None)
     result = planner(settings, budget)
     peak = int(result["peak_bytes"])
     notes = [*settings.assumptions, *result.get("notes", [])]
-    return {**result, "notes": notes, "peak_bytes": peak, "budget_bytes": budget, "fits": peak <= budget,
+    return {**result, "notes": notes, "peak_bytes": peak, "budget_bytes": budget,
+            "fits": budget is None or peak <= budget,
             "device": {"name": str(main), "free_bytes": free, "total_bytes": total},
             "settings": dataclasses.asdict(settings)}
 
@@ -183,11 +179,7 @@ def make_plan_handler(host, planner: Callable | None = None):
             settings = parse_plan_query(request.query)
         except InvalidInputError as error:
             return web.json_response({"error": str(error)}, status=400)
-        try:
-            chosen = planner or default_planner()
-        except (ImportError, AttributeError) as error:
-            return web.json_response({"error": f"memory planner not available in this version of the pack "
-                                               f"({type(error).__name__}: {error})."}, status=501)
+        chosen = planner or default_planner
         try:
             # The planner searches swap counts (~0.5 s on a CPU): off the server's event loop, so
             # progress and websocket traffic keep flowing.

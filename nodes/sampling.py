@@ -4,15 +4,11 @@ native HunyuanVideo nodes do, so native VAE Decode works on it and native Empty 
 can feed it."""
 from __future__ import annotations
 
-import hyvideo_core
-from hyvideo_core.sampling import SOLVERS, SamplingHooks, SamplingOptions, plan_latent
-from hyvideo_core.sampling.guidance import CFG_MODES
+from hyvideo_core.run import MAX_FRAMES, MAX_SEED, MAX_SIZE, MAX_STEPS, check_size, sample_video
+from hyvideo_core.run.choices import CFG_MODES, DEFAULTS, SOLVER_NAMES
+from hyvideo_core.sampling import SamplingHooks, SamplingOptions, plan_from_latent, plan_latent
 
 from .host import host
-from .model_handle import RunShape
-
-MAX_SIZE = 4096
-MAX_SEED = 0xFFFFFFFFFFFFFFFF
 
 
 def sampling_hooks(total: int, node_id: str | None) -> SamplingHooks:
@@ -40,32 +36,32 @@ class HyVideoSampler:
         return {"required": {
             "model": ("HYVIDEO_MODEL", {"tooltip": "From the model loader (or LoRA Select)."}),
             "embeds": ("HYVIDEO_EMBEDS", {"tooltip": "From HunyuanVideo Text Encode (or the conditioning bridge)."}),
-            "width": ("INT", {"default": 960, "min": 16, "max": MAX_SIZE, "step": 16,
+            "width": ("INT", {"default": DEFAULTS.width, "min": 16, "max": MAX_SIZE, "step": 16,
                               "tooltip": "Video width in pixels, a multiple of 16 (others are rounded up and "
                                          "reported). Official: 1280 (720p) or 960 (540p)."}),
-            "height": ("INT", {"default": 544, "min": 16, "max": MAX_SIZE, "step": 16,
+            "height": ("INT", {"default": DEFAULTS.height, "min": 16, "max": MAX_SIZE, "step": 16,
                                "tooltip": "Video height in pixels, a multiple of 16. Official: 720 or 544."}),
-            "frames": ("INT", {"default": 129, "min": 1, "max": 1025, "step": 4,
+            "frames": ("INT", {"default": DEFAULTS.frames, "min": 1, "max": MAX_FRAMES, "step": 4,
                                "tooltip": "Frame count, 4k+1 (others are rounded down and reported); 129 = 5.4 s "
                                           "at 24 fps (official)."}),
-            "steps": ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip": "Denoising steps (official: 50)."}),
-            "shift": ("FLOAT", {"default": 7.0, "min": 0.0, "max": 100.0, "step": 0.1,
+            "steps": ("INT", {"default": DEFAULTS.steps, "min": 1, "max": MAX_STEPS, "tooltip": "Denoising steps (official: 50)."}),
+            "shift": ("FLOAT", {"default": DEFAULTS.shift, "min": 0.0, "max": 100.0, "step": 0.1,
                                 "tooltip": "Flow shift of the sigma schedule (official: 7)."}),
-            "embedded_guidance": ("FLOAT", {"default": 6.0, "min": 0.0, "max": 30.0, "step": 0.1,
+            "embedded_guidance": ("FLOAT", {"default": DEFAULTS.embedded_guidance, "min": 0.0, "max": 30.0, "step": 0.1,
                                             "tooltip": "Guidance strength embedded in the distilled model "
                                                        "(official: 6). Costs nothing."}),
-            "true_cfg_scale": ("FLOAT", {"default": 1.0, "min": 1.0, "max": 30.0, "step": 0.1,
+            "true_cfg_scale": ("FLOAT", {"default": DEFAULTS.cfg_scale, "min": 1.0, "max": 30.0, "step": 0.1,
                                          "tooltip": "Classifier-free guidance with the negative prompt; 1 = off. "
                                                     "Above 1 every step runs the model twice."}),
-            "cfg_mode": (list(CFG_MODES), {"default": "batched",
+            "cfg_mode": (list(CFG_MODES), {"default": DEFAULTS.cfg_mode,
                                             "tooltip": "With true CFG: batched (one forward of both prompts, "
                                                        "faster) or sequential (half the activation memory)."}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
+            "seed": ("INT", {"default": DEFAULTS.seed, "min": 0, "max": MAX_SEED, "control_after_generate": True,
                              "tooltip": "Noise seed; the same seed gives the same noise on any device."}),
-            "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
+            "denoise": ("FLOAT", {"default": DEFAULTS.denoise, "min": 0.0, "max": 1.0, "step": 0.01,
                                   "tooltip": "With a samples input (video-to-video): how much to change it; 1 = "
                                              "start from pure noise."}),
-            "solver": (list(SOLVERS), {"default": "euler", "tooltip": "euler (official) or dpm++2m."}),
+            "solver": (list(SOLVER_NAMES), {"default": DEFAULTS.solver, "tooltip": "euler (official) or dpm++2m."}),
         }, "optional": {
             "samples": ("LATENT", {"tooltip": "A video latent to start from (video-to-video with denoise < 1), e.g. "
                                               "from HunyuanVideo VAE Encode; its size replaces width/height/frames."}),
@@ -90,19 +86,15 @@ class HyVideoSampler:
         unused = sorted(set(samples or {}) - {"samples"})
         if unused:
             notes.append(f"the samples input's {unused} (e.g. a noise mask) are not used by this sampler")
-        run = RunShape(*size, batch=1 if init is None else init.shape[0],
-                       cfg_batched=true_cfg_scale > 1 and cfg_mode == "batched")
-        given_size = {} if init is not None else dict(zip(("width", "height", "frames"), size))
+        size = None if init is not None else size
         with host.interruptible():
-            notes += model.prepare(run, host)
-            result = hyvideo_core.sample(
-                model.transformer, embeds, options, **given_size, init_latent=init,
-                keyframe_latent=None if keyframes is None else keyframes.latent,
+            outcome = sample_video(
+                model.loaded, embeds, options, size=size, init_latent=init,
+                keyframe_latent=None if keyframes is None else keyframes.latent, loras=model.loras,
                 cache=None if cache is None else cache.build(), hooks=sampling_hooks(steps, unique_id),
-                device=model.main)
-        notes += list(result.notes)
-        if result.cache is not None:
-            notes.append(str(result.cache))
+                swap=model.swap, budget_gb=model.budget_gb, host=host)
+        result = outcome.result
+        notes += outcome.notes
         plan = result.plan
         notes.insert(0, f"{plan.width}x{plan.height}x{plan.frames}, {result.schedule.active_steps} steps, "
                         f"{result.forwards} model calls")
@@ -112,14 +104,13 @@ class HyVideoSampler:
     def _size(width, height, frames, init, keyframes) -> tuple[tuple[int, int, int], list[str]]:
         """The video size: from the samples latent, else the keyframes, else the widgets (snapped)."""
         if init is not None:
-            from hyvideo_core.sampling.noise import plan_from_latent
             plan = plan_from_latent(tuple(init.shape))
             source = "the samples input"
         elif keyframes is not None:
             plan = plan_latent(keyframes.width, keyframes.height, keyframes.frames)
             source = "the keyframes"
         else:
-            plan = plan_latent(width, height, frames)
+            plan = check_size(width, height, frames, ("width", "height", "frames"))
             return (plan.width, plan.height, plan.frames), list(plan.adjustments)
         notes = []
         if (plan.width, plan.height, plan.frames) != (width, height, frames):

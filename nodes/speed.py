@@ -5,7 +5,10 @@ applies it, so changing one of these never reloads weights.
 """
 from __future__ import annotations
 
-from .settings import CacheSettings, CompileSettings, SwapSettings
+from hyvideo_core.run import CacheRequest, SwapRequest, check_budget
+from hyvideo_core.run.choices import DEFAULTS
+
+from .settings import BlockSwapSettings, CompileSettings
 
 CATEGORY = "HunyuanVideo/speed"
 CACHE_DEVICES = ["main", "offload"]
@@ -15,7 +18,6 @@ class _CacheNode:
     """A cache policy's settings; subclasses name the policy and its default threshold."""
 
     KIND = ""
-    DEFAULT_THRESHOLD = 0.0
     THRESHOLD_MEANS = ""
     RETURN_TYPES = ("HYVIDEO_CACHE",)
     RETURN_NAMES = ("cache",)
@@ -26,7 +28,7 @@ class _CacheNode:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "threshold": ("FLOAT", {"default": cls.DEFAULT_THRESHOLD, "min": 0.0, "max": 1.0, "step": 0.005,
+            "threshold": ("FLOAT", {"default": DEFAULTS.cache_thresholds[cls.KIND], "min": 0.0, "max": 1.0, "step": 0.005,
                                     "tooltip": f"{cls.THRESHOLD_MEANS} Higher skips more steps (faster, less "
                                                "faithful); 0 never skips."}),
             "start_step": ("INT", {"default": 0, "min": 0, "max": 10000,
@@ -41,22 +43,22 @@ class _CacheNode:
 
     def settings(self, threshold, start_step, end_step, cache_device):
         end = None if end_step < 0 else end_step
-        return (CacheSettings(self.KIND, threshold, start_step, end, cache_device),)
+        request = CacheRequest(self.KIND, threshold, start_step, end, cache_device)
+        request.build()  # checks the threshold and the step window now, naming them
+        return (request,)
 
 
 class HyVideoTeaCache(_CacheNode):
     DESCRIPTION = ("TeaCache: skips the transformer blocks on steps where their input barely changed (about 1.6x "
                    "faster at 0.1, 2.1x at 0.15). Conditional and unconditional passes keep separate states.")
     KIND = "teacache"
-    DEFAULT_THRESHOLD = 0.15
     THRESHOLD_MEANS = "Accumulated rescaled change below which steps are skipped (official: 0.1 or 0.15)."
 
 
 class HyVideoFirstBlockCache(_CacheNode):
     DESCRIPTION = ("First-block cache: runs the first block every step and reuses the other blocks' result while "
                    "the first block's output stays close to the last fully computed step.")
-    KIND = "first_block_cache"
-    DEFAULT_THRESHOLD = 0.05
+    KIND = "first_block"
     THRESHOLD_MEANS = "Relative change of the first block's residual below which the rest is reused."
 
 
@@ -89,9 +91,9 @@ class HyVideoBlockSwap:
 
     def settings(self, double_blocks_to_swap, single_blocks_to_swap, vram_budget_gb, offload_txt_in, offload_img_in,
                  prefetch):
-        auto = double_blocks_to_swap < 0 or single_blocks_to_swap < 0
-        settings = SwapSettings(None if auto else double_blocks_to_swap, None if auto else single_blocks_to_swap,
-                                float(vram_budget_gb), offload_txt_in, offload_img_in, prefetch)
+        request = SwapRequest.counts(double_blocks_to_swap, single_blocks_to_swap, offload_txt_in=offload_txt_in,
+                                     offload_img_in=offload_img_in, prefetch=prefetch)
+        settings = BlockSwapSettings(request, check_budget(float(vram_budget_gb), "vram_budget_gb"))
         return {"ui": {"text": [settings.describe()]}, "result": (settings,)}
 
 

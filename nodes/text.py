@@ -2,8 +2,8 @@
 bridge to and from ComfyUI's native HunyuanVideo CONDITIONING."""
 from __future__ import annotations
 
-from hyvideo_core.text.bridge import conditioning_to_embeds, embeds_to_conditioning
-from hyvideo_core.text.templates import DEFAULT_NEGATIVE_PROMPT
+from hyvideo_core.run import encode_prompts
+from hyvideo_core.text import DEFAULT_NEGATIVE_PROMPT, conditioning_to_embeds, embeds_to_conditioning, encode_device_bytes
 
 from .host import host
 
@@ -50,33 +50,26 @@ class HyVideoTextEncode:
     def encode(self, text_encoder, prompt, negative_prompt, template, custom_template):
         chosen = custom_template if template == "custom" else template
         negative = negative_prompt if negative_prompt.strip() else None
-        notes = make_room_for(text_encoder)
+        notes = make_room_for(text_encoder, chosen)
         with host.interruptible():
-            embeds = text_encoder.encode(prompt, negative, template=chosen)
+            embeds = encode_prompts(text_encoder, prompt, negative, chosen, host)
         return {"ui": {"text": [*embeds_report(embeds), *notes]}, "result": (embeds,)}
 
 
-ROOM_MARGIN = 2**30  # activations of a 256-token prompt, and allocator slack
-
-
-def make_room_for(text_encoder) -> list[str]:
+def make_room_for(text_encoder, template="video") -> list[str]:
     """Before a tower visits the GPU, move this pack's transformers off it if the larger tower would
     not fit next to them (what ComfyUI does with its own models between encoding and sampling);
     the sampler puts them back. Nothing happens when the towers run where they are stored."""
     device = text_encoder.device
     if device == text_encoder.offload_device or device.type == "cpu":
         return []
-    needed = max(_module_bytes(text_encoder.llm.model), _module_bytes(text_encoder.clip.model)) + ROOM_MARGIN
+    needed = encode_device_bytes(text_encoder, template=template)
     free, _ = host.device_memory(device)
     if free >= needed:
         return []
     host.unload_all()
     return [f"moved the transformer off {device} to make room for the text encoder "
             f"({needed / 2**30:.1f} GiB needed, {free / 2**30:.1f} GiB were free); the sampler moves it back"]
-
-
-def _module_bytes(module) -> int:
-    return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
 
 
 class HyVideoConditioningToEmbeds:

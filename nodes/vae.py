@@ -5,30 +5,13 @@ latents and IMAGE is [frames, H, W, 3] in 0..1, ComfyUI's native conventions.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-
-from hyvideo_core.vae import TileSpec
-from hyvideo_core.vae.images import images_to_video, trim_to_valid_frames, video_to_images
+from hyvideo_core.run import decode_latent, encode_video
+from hyvideo_core.vae import TileSpec, images_to_video, trim_to_valid_frames, video_to_images
 
 from .host import host
 
 CATEGORY = "HunyuanVideo/vae"
 SIZE_MULTIPLE = 16   # the DiT's 2x2 patches on latents of 1/8 size
-
-
-@contextmanager
-def on_main_device(vae):
-    """The VAE on the main device for the block, back in RAM afterwards (also on errors)."""
-    main, offload = host.devices()
-    if main == offload:
-        yield vae
-        return
-    vae.to(main)
-    try:
-        yield vae
-    finally:
-        vae.to(offload)
-        host.free_memory()
 
 
 def tile_progress():
@@ -86,13 +69,13 @@ class HyVideoVAEDecode:
     def decode(self, vae, samples, tiling, spatial_tile, spatial_overlap, temporal_tile, temporal_overlap):
         tiles = tiling_for(tiling, spatial_tile, spatial_overlap, temporal_tile, temporal_overlap)
         host.check_interrupt()
-        with host.interruptible(), on_main_device(vae):
-            video = vae.decode(samples["samples"], tiling=tiles, output_device="cpu", progress=tile_progress())
-        images = video_to_images(video)
-        del video
-        report = vae.last_decode_report.describe() if vae.last_decode_report else "decoded"
-        return {"ui": {"text": [f"{images.shape[0]} frames of {images.shape[2]}x{images.shape[1]}, {report}"]},
-                "result": (images,)}
+        with host.interruptible():
+            outcome = decode_latent(vae.vae, samples["samples"], tiles, main=vae.main, offload=vae.offload,
+                                    progress=tile_progress(), host=host)
+        images = video_to_images(outcome.video)
+        del outcome.video
+        text = f"{images.shape[0]} frames of {images.shape[2]}x{images.shape[1]}, {outcome.description}"
+        return {"ui": {"text": [text]}, "result": (images,)}
 
 
 class HyVideoVAEEncode:
@@ -123,9 +106,9 @@ class HyVideoVAEEncode:
         if cropped:
             notes.append(cropped)
         host.check_interrupt()
-        with host.interruptible(), on_main_device(vae):
-            posterior = vae.encode(images_to_video(frames, dtype=vae.dtype), tiling="auto" if tiling == "auto" else None)
-            latent = posterior.mode().float().cpu()
+        with host.interruptible():
+            latent = encode_video(vae.vae, images_to_video(frames, dtype=vae.dtype),
+                                  "auto" if tiling == "auto" else None, main=vae.main, offload=vae.offload, host=host)
         notes.insert(0, f"{frames.shape[0]} frames of {frames.shape[2]}x{frames.shape[1]} -> latent {list(latent.shape)}")
         return {"ui": {"text": notes}, "result": ({"samples": latent},)}
 

@@ -13,6 +13,17 @@ GOLDEN = Path(__file__).parent / "golden"
 torch.manual_seed(0)
 
 
+def _install_standalone_host():
+    """The pack's nodes run on the tests' standalone host, for the whole session; installed at
+    import so that module-level code and INPUT_TYPES in collected test modules already see it."""
+    from harness.pack import pack_module
+    from harness.standalone_host import StandaloneHost
+    pack_module("nodes.host").install_host(StandaloneHost())
+
+
+_install_standalone_host()
+
+
 def golden_path(*parts: str) -> Path:
     if parts == ("dit", "weights.safetensors"):  # regenerated, not tracked: see golden_dit_weights.py
         from golden_dit_weights import dit_weights_path

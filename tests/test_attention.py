@@ -3,11 +3,21 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import hyvideo_core
 from conftest import golden_path, golden_tensors
 from hyvideo_core.errors import MissingPackageError
-from hyvideo_core.model.attention import SDPA, TokenLayout, Varlen, resolve_backend, torch_varlen
+from hyvideo_core.model.attention import SDPA, TokenLayout, Varlen, resolve_backend
+
+
+def torch_varlen(q, k, v, cu_q, cu_k, max_q, max_k) -> torch.Tensor:
+    """Stand-in varlen kernel in plain PyTorch: exact, slow; tests the packing on CPU."""
+    out = torch.empty_like(q)
+    for start, end in zip(cu_q[:-1].tolist(), cu_q[1:].tolist()):
+        seg = [t[start:end].transpose(0, 1) for t in (q, k, v)]
+        out[start:end] = F.scaled_dot_product_attention(*seg).transpose(0, 1)
+    return out
 
 
 def test_cpu_auto_is_sdpa():

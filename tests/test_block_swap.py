@@ -13,7 +13,7 @@ from conftest import golden_path, golden_tensors
 from hyvideo_core.model.transformer import StayInPlace
 from hyvideo_core.runtime.block_swap import BlockSwap
 from hyvideo_core.runtime.planner import PlanInputs, plan
-from hyvideo_core.weights.gguf_write import write_gguf
+from gguf_write import write_gguf
 from hyvideo_core.weights.storage import storage_for
 
 SWAPS = [(1, 1, False), (2, 2, False), (2, 0, True), (0, 2, False)]

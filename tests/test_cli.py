@@ -54,8 +54,56 @@ def test_plan_prints_a_breakdown(capsys):
     assert "GiB" in out and "single" in out
 
 
-@pytest.mark.parametrize("argv", [["generate", "--swap", "x"], ["nonsense"]])
-def test_argument_errors_exit_nonzero(argv):
+def test_argument_errors_exit_nonzero():
     with pytest.raises(SystemExit) as exit_:
-        main(argv)
+        main(["nonsense"])
     assert exit_.value.code != 0
+
+
+@pytest.mark.parametrize("command", ["generate", "plan"])
+@pytest.mark.parametrize("swap", ["x", "10", "-1,3"])
+def test_a_bad_swap_is_the_same_clear_error_in_both_commands(command, swap, capsys):
+    assert main([command, f"--swap={swap}", *(["--demo"] if command == "generate" else [])]) == 2
+    assert f"--swap '{swap}'" in capsys.readouterr().err
+
+
+def test_plan_and_generate_snap_the_same_way_and_warn_once(tmp_path, capsys):
+    assert main(["plan", "--width", "1001", "--height", "544", "--frames", "130"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.count("1001x544 rounded up to 1008x544") == 1
+    assert captured.err.count("frames 130 rounded down to 129") == 1
+    assert "1008x544x129" in captured.out
+    assert main(["generate", "--demo", "--width", "100", "--steps", "1", "--frames", "6", "-o",
+                 str(tmp_path / "x.gif")]) == 0
+    err = capsys.readouterr().err
+    assert err.count("rounded up to 112x128") == 1 and err.count("frames 6 rounded down to 5") == 1
+    assert "hyvideo: 112x128x5, 1 steps" in err   # the header shows the size actually generated
+
+
+@pytest.mark.parametrize("size", [["--width", "0"], ["--height", "-720"], ["--frames", "0"]])
+def test_plan_refuses_non_positive_sizes(size, capsys):
+    assert main(["plan", *size]) == 2
+    assert size[0] in capsys.readouterr().err
+
+
+def test_every_stage_reports_and_the_run_ends_with_one_summary_line(tmp_path, capsys):
+    out = tmp_path / "x.mp4"
+    assert main(["generate", "--demo", "--steps", "2", "--frames", "5", "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    for stage in ("loading text encoders", "text encoding", "loading DiT", "sampling", "loading VAE", "decoding",
+                  "writing"):
+        assert f"{stage} ..." in err and f"{stage}: " in err, stage
+    assert " MB at " in err   # loading reports bytes per second
+    summary = [line for line in err.splitlines() if line.startswith("wrote ")]
+    assert len(summary) == 1 and str(out) in summary[0] and "5 frames of 128x128" in summary[0]
+    assert "sampling" in summary[0] and "peak memory" in summary[0]
+
+
+def test_help_shows_defaults_and_a_bare_generate_points_to_the_demo(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    assert "(default: 50)" in capsys.readouterr().out
+    assert main(["generate"]) == 2
+    assert "--demo" in capsys.readouterr().err
+    assert main(["generate", "--models-dir", str(tmp_path / "missing")]) == 2
+    assert "no such folder" in capsys.readouterr().err

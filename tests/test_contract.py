@@ -1,11 +1,9 @@
-"""nodes/contract.py finds each kind of breach of the ComfyUI V1 node contract."""
+"""harness/contract.py finds each kind of breach of the ComfyUI V1 node contract."""
 from __future__ import annotations
 
 import pytest
 
-from harness.pack import pack_module
-
-contract = pack_module("nodes.contract")
+from harness import contract
 
 
 def make_node(required=None, optional=None, hidden=None, returns=("LATENT",), function=None, **attrs):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import golden_json, golden_tensors
-from hyvideo_core.model.rope import rope_tables
+from hyvideo_core.model.rope import rope_freqs
 
 CASES = [c["name"] for c in golden_json("dit", "cases.json")]
 
@@ -39,20 +39,27 @@ def test_intermediates_match_reference(golden_dit):
     torch.testing.assert_close(final_img, case["intermediate.before_final_img"], **close)
 
 
+def assert_rotation_matches(freqs: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> None:
+    """The reference's [N, head_dim] cos/sin tables repeat each angle for the two channels of an
+    interleaved pair; rope_freqs holds each angle once, as a complex number."""
+    assert torch.equal(cos[:, 0::2], cos[:, 1::2]) and torch.equal(sin[:, 0::2], sin[:, 1::2])
+    assert freqs.shape == (cos.shape[0], 1, cos.shape[1] // 2) and freqs.dtype == torch.complex64
+    torch.testing.assert_close(freqs[:, 0].real, cos[:, 0::2], atol=1e-5, rtol=0)
+    torch.testing.assert_close(freqs[:, 0].imag, sin[:, 0::2], atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("name", CASES)
-def test_rope_tables_of_dit_cases(golden_dit, name):
+def test_rope_of_dit_cases(golden_dit, name):
     case = golden_tensors("dit", "cases", f"{name}.safetensors")
-    cos, sin = rope_tables(golden_dit.grid(case["x"].shape), golden_dit.config.rope_dims, 256)
-    torch.testing.assert_close(cos, case["freqs_cos"], atol=1e-5, rtol=0)
-    torch.testing.assert_close(sin, case["freqs_sin"], atol=1e-5, rtol=0)
+    freqs = rope_freqs(golden_dit.grid(case["x"].shape), golden_dit.config.rope_dims, 256)
+    assert_rotation_matches(freqs, case["freqs_cos"], case["freqs_sin"])
 
 
 @pytest.mark.parametrize("case", golden_json("rope", "rope_cases.json"), ids=lambda c: c["name"])
 def test_rope_cases(case):
     expected = golden_tensors("rope", case["file"])
-    cos, sin = rope_tables(tuple(case["rope_grid_thw"]), tuple(case["rope_dim_list"]), case["theta"])
-    torch.testing.assert_close(cos, expected["freqs_cos"], atol=1e-5, rtol=0)
-    torch.testing.assert_close(sin, expected["freqs_sin"], atol=1e-5, rtol=0)
+    freqs = rope_freqs(tuple(case["rope_grid_thw"]), tuple(case["rope_dim_list"]), case["theta"])
+    assert_rotation_matches(freqs, expected["freqs_cos"], expected["freqs_sin"])
 
 
 def test_padding_never_reaches_the_image(golden_dit):

@@ -9,7 +9,7 @@ import hyvideo_core
 from conftest import golden_tensors
 from hyvideo_core.errors import CheckpointError
 from hyvideo_core.weights.comfy_names import official_to_comfy
-from hyvideo_core.weights.high_precision import is_quantisable
+from hyvideo_core.weights.quantised_layers import is_quantisable
 from hyvideo_core.weights.storage import storage_for
 
 E4M3 = torch.float8_e4m3fn

@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 
 from hyvideo_core.model.config import DiTConfig
 from hyvideo_core.model.transformer import HunyuanVideoTransformer
-from hyvideo_core.weights.high_precision import is_quantisable
+from hyvideo_core.weights.quantised_layers import is_quantisable
 
 CONFIG = dict(hidden_size=1024, heads=8, double_blocks=2, single_blocks=2, text_dim=256,
               pooled_text_dim=64, rope_dims=(16, 56, 56))

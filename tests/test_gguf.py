@@ -12,8 +12,8 @@ from conftest import golden_path, golden_tensors
 from hyvideo_core.errors import CheckpointError, InvalidInputError
 from hyvideo_core.weights.gguf_dequant import SUPPORTED, dequantize
 from hyvideo_core.weights.gguf_storage import GgufCodec
-from hyvideo_core.weights.gguf_write import write_gguf
-from hyvideo_core.weights.high_precision import is_quantisable
+from gguf_write import write_gguf
+from hyvideo_core.weights.quantised_layers import is_quantisable
 from hyvideo_core.weights.storage import storage_for
 
 QUANTS = [q for q in SUPPORTED if q not in (Q.F32, Q.F16, Q.BF16)]

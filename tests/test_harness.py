@@ -165,8 +165,7 @@ def test_prompt_differences_names_what_differs(runner):
 
 
 def test_example_nodes_pass_the_contract():
-    from harness.pack import pack_module
-    contract = pack_module("nodes.contract")
+    from harness import contract
     assert contract.mapping_problems(ex.NODES, require_display_names=False) == {}
 
 

@@ -1,5 +1,6 @@
-"""The standalone host: ComfyUI's folder layout, clear missing-file errors, progress with
-interrupts, devices, unload hooks."""
+"""The tests' standalone host: ComfyUI's folder layout, clear missing-file errors, progress with
+interrupts, devices, unload hooks. And nodes/host.py's `host`: it forwards to the installed host,
+which outside ComfyUI is a NoHost until one is installed."""
 from __future__ import annotations
 
 import os
@@ -8,10 +9,11 @@ import weakref
 import pytest
 import torch
 
-from harness.pack import pack_module
-from hyvideo_core.errors import CancelledError, InvalidInputError
+from harness import standalone_host as standalone
+from harness.pack import load_pack, pack_module
+from hyvideo_core.errors import CancelledError, HyVideoError, InvalidInputError
 
-standalone = pack_module("nodes.host_standalone")
+host_module = pack_module("nodes.host")
 
 
 @pytest.fixture
@@ -98,3 +100,50 @@ def test_unload_calls_registered_objects_weakly(host):
 def test_output_and_temp_folders_are_created(host, tmp_path):
     assert host.output_dir() == str(tmp_path / "out") and os.path.isdir(tmp_path / "out")
     assert host.temp_dir() == str(tmp_path / "tmp") and os.path.isdir(tmp_path / "tmp")
+
+
+@pytest.fixture
+def no_host():
+    """A NoHost behind the pack's `host` for one test; the session's standalone host afterwards."""
+    previous = host_module.install_host(host_module.NoHost())
+    yield host_module.host
+    host_module.install_host(previous)
+
+
+def test_every_host_offers_every_service():
+    for cls in (host_module.ComfyHost, standalone.StandaloneHost, host_module.NoHost):
+        assert [name for name in host_module.HOST_METHODS if not callable(getattr(cls, name, None))] == [], cls
+
+
+def test_outside_comfyui_the_nohost_lists_nothing_records_routes_and_refuses_the_rest(no_host):
+    assert no_host.name == "none"
+    assert no_host.filenames("diffusion_models") == [] and no_host.model_dirs("text_encoders") == []
+    assert no_host.input_files(None) == []
+    no_host.register_route("get", "/x", print)
+    assert no_host.routes == [("GET", "/x", print)]
+    for call in (lambda: no_host.full_path("vae", "v.sft"), no_host.devices, no_host.output_dir,
+                 lambda: no_host.progress(3)):
+        with pytest.raises(HyVideoError, match="inside ComfyUI"):
+            call()
+    with pytest.raises(AttributeError):
+        no_host.on_progress  # not a service: a plain AttributeError (getattr(host, name, default) works)
+
+
+def test_node_modules_hold_the_forwarding_host_and_see_the_installed_one(no_host, host):
+    pack = load_pack()
+    assert pack.nodes.loaders.host is no_host and pack.nodes.lora.host is no_host
+    assert pack.nodes.loaders.host.filenames("diffusion_models") == []
+    previous = host_module.install_host(host)
+    assert isinstance(previous, host_module.NoHost)
+    assert pack.nodes.loaders.host.filenames("diffusion_models") == ["a.safetensors", os.path.join("sub", "b.gguf")]
+    no_host.on_progress = print  # attribute writes reach the installed host too
+    assert host.on_progress is print
+    del no_host.on_progress
+    assert "on_progress" not in vars(host)
+
+
+def test_routes_recorded_before_a_host_is_installed_are_handed_to_it(no_host, host):
+    handler = object()
+    no_host.register_route("GET", "/hyvideo/test", handler)
+    host_module.install_host(host)
+    assert ("GET", "/hyvideo/test", handler) in host.routes

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 import hyvideo_core
 from hyvideo_core.errors import CheckpointError, InvalidInputError
 from hyvideo_core.lora import BlockStrengths, LoraSpec, apply_loras, load_lora, parse_lora, remove_loras, set_strengths
-from hyvideo_core.weights.gguf_write import write_gguf
+from gguf_write import write_gguf
 from hyvideo_core.weights.reader import DictSource
 
 from conftest import golden_path
@@ -170,6 +170,16 @@ def test_adapters_move_with_the_layer_and_stay_out_of_state_dict(model, tmp_path
     assert layer.adapters[0].down0.dtype == torch.float64
 
 
+def same(a: torch.Tensor, b: torch.Tensor, mode: str) -> None:
+    """Merged weights are bit-identical wherever they live. Unmerged adapters run their small
+    matmuls on slot views (other alignment), where the CPU's GEMM may pick another kernel: equal
+    to float32 rounding, not bit for bit (seen here: 2.0990e-03 vs 2.0992e-03)."""
+    if mode == "merge":
+        assert torch.equal(a, b), mode
+    else:
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
 def test_block_swapping_sees_every_change(tmp_path):
     """With blocks swapped through device slots (simulated on CPU, prefetch on), merges, adapters,
     strength changes and removal give the same outputs as without swapping."""
@@ -181,10 +191,10 @@ def test_block_swapping_sees_every_change(tmp_path):
     for mode in ("merge", "unmerged", "merge"):
         for m in (plain, swapped):
             apply_loras(m, [(lora, 0.7)], mode=mode)
-        assert torch.equal(run(swapped), run(plain)), mode
+        same(run(swapped), run(plain), mode)
     for m in (plain, swapped):
         set_strengths(m, [0.2])
-    assert torch.equal(run(swapped), run(plain))
+    same(run(swapped), run(plain), "merge")
     remove_loras(swapped)
     assert torch.equal(run(swapped), base)
 

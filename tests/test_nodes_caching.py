@@ -108,10 +108,10 @@ def test_unloading_models_then_sampling_again(runner, loads):
     first = runner.run(t2v_prompt(seed=5)).expect_success()
     host = load_pack().nodes.host.host
     loaded = runner._objects[("1", "HyVideoModelLoader")].cached[1]
-    assert loaded.on_main
+    assert loaded.placement.state == "resident"
     host.unload_all()                   # what ComfyUI's "Unload models" / POST /free triggers
-    assert not loaded.on_main
+    assert loaded.placement.state == "home"
     again = runner.run(t2v_prompt(seed=6)).expect_success()
-    assert loaded.on_main and len(loads) == 1
+    assert loaded.placement.state == "resident" and len(loads) == 1
     assert again.executed == [SAMPLER, "6", "7"]
     assert not torch.equal(sampled(first), sampled(again))

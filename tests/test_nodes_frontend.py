@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from harness import load_pack, pack_module
+from harness import contract, load_pack, pack_module
 
 pack = load_pack()
 NODES = pack.NODE_CLASS_MAPPINGS
-contract = pack_module("nodes.contract")
 routes = pack_module("nodes.routes")
 
 # web/js/hyvideo_logic.js PLAN_PARAMETERS: query parameter -> widget names, first match wins.
@@ -77,7 +76,7 @@ def test_the_widgets_the_plan_reads_exist():
 
 @pytest.fixture(scope="module")
 def planner():
-    return routes.default_planner()
+    return routes.default_planner
 
 
 def every_choice_once(first: tuple, second: tuple) -> list[tuple]:

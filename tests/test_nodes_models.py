@@ -115,16 +115,15 @@ def test_text_encoding_on_a_gpu_moves_the_transformer_off_when_the_tower_would_n
     from types import SimpleNamespace
     pack = load_pack()
     host, text = pack.nodes.host.host, pack.nodes.text
-    encoder = SimpleNamespace(device=torch.device("cuda"), offload_device=torch.device("cpu"),
-                              llm=SimpleNamespace(model=torch.nn.Linear(1024, 1024)),
-                              clip=SimpleNamespace(model=torch.nn.Linear(8, 8)))
+    encoder = SimpleNamespace(device=torch.device("cuda"), offload_device=torch.device("cpu"))
+    monkeypatch.setattr(text, "encode_device_bytes", lambda enc, template: 3 * 2**30)
     unloads = []
     monkeypatch.setattr(host, "unload_all", lambda: unloads.append(1))
     monkeypatch.setattr(host, "device_memory", lambda device=None: (100 * 2**30, 200 * 2**30))
     assert text.make_room_for(encoder) == [] and not unloads
     monkeypatch.setattr(host, "device_memory", lambda device=None: (2**30, 24 * 2**30))
     note, = text.make_room_for(encoder)
-    assert unloads == [1] and "make room for the text encoder" in note
+    assert unloads == [1] and "make room for the text encoder" in note and "3.0 GiB needed" in note
     encoder.device = torch.device("cpu")   # towers on the CPU never touch the GPU
     assert text.make_room_for(encoder) == [] and unloads == [1]
 
@@ -134,7 +133,9 @@ def test_the_sampler_asks_the_host_for_the_room_the_planner_predicts(setup, monk
     asked = []
     monkeypatch.setattr(host, "free_device_memory", lambda nbytes, device: asked.append((nbytes, str(device))))
     setup[0].run(t2v_prompt(seed=11)).expect_success()
-    (fixed, device), = asked
+    (fixed, device), (vae, _) = asked                           # the sampler's room, then the VAE decode's
     assert device == "cpu" and 2**20 < fixed < 2**31          # the tiny model's plan, reserve included
+    assert 0 < vae < 2**24                                     # the tiny VAE's weights
+    asked.clear()
     setup[0].run(t2v_prompt(seed=12, swap={"vram_budget_gb": 10.0})).expect_success()
-    assert asked[-1][0] == 10 * 2**30                           # auto swap may fill its whole budget
+    assert asked[0][0] == fixed                                 # auto swap: nothing to swap, the same plan

@@ -50,11 +50,13 @@ async def test_plan_route_passes_parsed_settings_and_answers_json(aiohttp_client
 
 
 @pytest.mark.asyncio
-async def test_plan_defaults_are_the_official_settings_and_budget_is_the_device(aiohttp_client):
+async def test_plan_defaults_are_the_run_defaults_and_budget_is_the_device(aiohttp_client):
+    from hyvideo_core.run.choices import DEFAULTS
     calls = []
     client = await client_for(aiohttp_client, latent_bytes_planner(calls))
     body = await (await client.get("/hyvideo/plan")).json()
-    assert (calls[0][0].width, calls[0][0].height, calls[0][0].frames) == (1280, 720, 129)
+    assert (calls[0][0].width, calls[0][0].height, calls[0][0].frames) == (DEFAULTS.width, DEFAULTS.height,
+                                                                           DEFAULTS.frames)
     assert body["budget_bytes"] == body["device"]["total_bytes"]
     small = await (await client.get("/hyvideo/plan?budget_gb=0.001")).json()
     assert small["fits"] is False
@@ -73,20 +75,7 @@ async def test_bad_parameters_answer_400_naming_them(aiohttp_client, query, name
 
 
 @pytest.mark.asyncio
-async def test_missing_planner_answers_501(aiohttp_client, monkeypatch):
-    monkeypatch.setattr(routes, "PLANNER_MODULE", "hyvideo_core.runtime.no_such_planner")
-    client = await client_for(aiohttp_client, None)
-    response = await client.get("/hyvideo/plan")
-    assert response.status == 501
-    assert "planner not available" in (await response.json())["error"]
-
-
-@pytest.mark.asyncio
 async def test_the_engine_planner_answers_through_the_route(aiohttp_client):
-    try:
-        routes.default_planner()
-    except (ImportError, AttributeError):
-        pytest.skip(f"{routes.PLANNER_MODULE} has not landed yet")
     client = await client_for(aiohttp_client, None)
 
     async def get(query):
@@ -103,8 +92,9 @@ async def test_the_engine_planner_answers_through_the_route(aiohttp_client):
     assert fitted["fits"] is True and fitted["swap"]["double"] + fitted["swap"]["single"] > 0
     nothing = await get("double_blocks_to_swap=auto&single_blocks_to_swap=auto&budget_gb=4")
     assert nothing["fits"] is False and "nothing fits" in nothing["message"]
-    bad = await client.get("/hyvideo/plan?width=1000")
-    assert bad.status == 400 and "multiples of 16" in (await bad.json())["error"]
+    snapped = await get("width=1000&frames=130")   # snapped as the sampler and the CLI snap, and said
+    assert snapped["settings"]["width"] == 1008 and snapped["settings"]["frames"] == 129
+    assert any("rounded up to 1008" in note for note in snapped["notes"])
 
 
 def test_routes_mount_on_a_route_table_and_on_the_host():

@@ -13,8 +13,14 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 ATOL = 1e-4
 
 
-
-
+def reference_tiles(tile_latent_min_size: int, tile_latent_min_tsize: int, tile_overlap_factor: float,
+                    **sample_sizes) -> TileSpec:
+    """The reference VAE's tiling attributes (AutoencoderKLCausal3D) as a TileSpec: latent tiles
+    and the latents they overlap by, times the 8x / 4x compression."""
+    overlap = tile_latent_min_size - int(tile_latent_min_size * (1 - tile_overlap_factor))
+    temporal_overlap = tile_latent_min_tsize - int(tile_latent_min_tsize * (1 - tile_overlap_factor))
+    return TileSpec(spatial=tile_latent_min_size * 8, spatial_overlap=overlap * 8,
+                    temporal=tile_latent_min_tsize * 4, temporal_overlap=temporal_overlap * 4)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +55,7 @@ def test_decode_matches_reference(vae):
 def test_reference_tiled_decode_with_recorded_settings(vae):
     case = golden_tensors("vae", "cases", "tiled_decode.safetensors")
     settings = golden_json("vae", "cases.json")["tiled_decode"]["attributes_set"]
-    tiles = TileSpec.from_reference(**settings)
+    tiles = reference_tiles(**settings)
     assert tiles == TileSpec(spatial=32, spatial_overlap=8, temporal=16, temporal_overlap=4)
     out = vae.decode(case["latent"], tiling=tiles)
     # The tiled result differs from an untiled decode by up to 1.86, so this checks the blending.

@@ -105,18 +105,6 @@ def test_tiled_encode_constant_video_equals_untiled(vae):
     torch.testing.assert_close(tiled.logvar, untiled.logvar, atol=1e-4, rtol=0)
 
 
-def test_tiled_variants_are_decode_and_encode_with_those_tiles(vae):
-    g = torch.Generator().manual_seed(8)
-    tiles = TileSpec(32, 8, 4, 0)
-    latent = torch.randn(1, vae.config.latent_channels, 3, 6, 6, generator=g)
-    tiled = vae.decode_tiled(latent, tiles)
-    assert torch.equal(tiled, vae.decode(latent, tiling=tiles))
-    assert not torch.equal(tiled, vae.decode(latent))           # the tiles are really used
-    video = torch.rand(1, 3, 9, 48, 48, generator=g) * 2 - 1
-    assert torch.equal(vae.encode_tiled(video, tiles).mean, vae.encode(video, tiling=tiles).mean)
-    assert not torch.equal(vae.encode_tiled(video, tiles).mean, vae.encode(video).mean)
-
-
 # --- out-of-memory fallback and auto tiles ---------------------------------------------------
 def _fail_first_call(vae, monkeypatch, failures=1):
     real = vae._decode_plain
@@ -215,14 +203,6 @@ def test_tiles_are_snapped_to_latent_units_with_a_warning(caplog):
         tiles = snap_tiles(TileSpec(100, 30, 30, 9), VAEConfig())
     assert tiles == TileSpec(96, 24, 28, 8)
     assert "snapped" in caplog.text
-
-
-def test_reference_attributes_that_misalign_are_reported(caplog):
-    with caplog.at_level(logging.WARNING):
-        tiles = TileSpec.from_reference(40, 5, 20, 5, 0.25)
-    assert tiles == TileSpec(40, 16, 20, 8)  # latent stride 3: overlap 2 latents = 16 px / 8 frames
-    assert "misplace" in caplog.text
-    assert TileSpec.from_reference(256, 32, 64, 16, 0.25) == TileSpec()
 
 
 def test_decode_reports_progress_per_tile_and_can_be_stopped():

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import (SMALL_SETTINGS, api_workflows, file_inputs, load_json, load_pack, media_inputs, pack_module,
-                     pack_runner, prompt_differences, ui_to_api, ui_workflows, with_inputs)
+from harness import (SMALL_SETTINGS, api_workflows, file_inputs, load_json, load_pack, media_inputs, pack_runner,
+                     prompt_differences, ui_to_api, ui_workflows, with_inputs)
+from harness.contract import widget_inputs
 from hyvideo_core.video import read_video
 from tiny_models import write_inputs, write_models
 
@@ -77,7 +78,7 @@ def test_ui_workflow_is_what_the_frontend_saves(workflow):
         if cls is None:
             assert node["type"] == "MarkdownNote"
             continue
-        widget_names = {w.name for w in pack_module("nodes.contract").widget_inputs(cls)}
+        widget_names = {w.name for w in widget_inputs(cls)}
         sections = cls.INPUT_TYPES()
         sockets = [name for section in ("required", "optional") for name in (sections.get(section) or {})
                    if name not in widget_names]

@@ -46,7 +46,7 @@ def write_dit(path: Path, dtype: torch.dtype = torch.bfloat16) -> Path:
 
 def write_dit_fp8(path: Path) -> Path:
     """Like Kijai's *_fp8_e4m3fn.safetensors: block Linear weights cast to fp8 (no scales), the rest bf16."""
-    from hyvideo_core.weights.high_precision import is_quantisable
+    from hyvideo_core.weights.quantised_layers import is_quantisable
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.to(torch.float8_e4m3fn if is_quantisable(k, tuple(v.shape)) else torch.bfloat16)
              for k, v in golden_dit_state().items()}
@@ -58,7 +58,7 @@ def write_dit_gguf(path: Path) -> Path:
     """A city96-style GGUF of the golden DiT. The tiny file holds Q4_0 quants whatever its name says
     (the gguf package cannot write K-quants); the loader goes by the content, never the name."""
     from gguf import GGMLQuantizationType
-    from hyvideo_core.weights.gguf_write import write_gguf
+    from gguf_write import write_gguf
     path.parent.mkdir(parents=True, exist_ok=True)
     return write_gguf(golden_dit_state(), path, GGMLQuantizationType.Q4_0)
 

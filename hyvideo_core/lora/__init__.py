@@ -6,7 +6,7 @@
     remove_loras(model)                                      # base weights back, bit-exact
 """
 from .apply import MODES, apply_loras, remove_loras, set_strengths
-from .blocks import BlockStrengths
+from .block_strengths import BlockStrengths
 from .formats import LoraFile, LoraPart, ModuleLora, UnmatchedKey, load_lora, parse_lora
 from .report import LoraMatch, LoraReport, RequantisationError
 from .resolve import LoraSpec

@@ -12,7 +12,7 @@ import torch.nn as nn
 from ..conditioning.keyframes import widen_patch_embed
 from ..errors import CheckpointError, InvalidInputError
 from ..model.ops import casting_layers
-from .blocks import BlockStrengths
+from .block_strengths import BlockStrengths
 from .formats import LoraFile, ModuleLora, UnmatchedKey, load_lora
 from .snapshot import LoraState
 

@@ -105,15 +105,6 @@ class Varlen:
             self._warned = True
 
 
-def torch_varlen(q, k, v, cu_q, cu_k, max_q, max_k) -> torch.Tensor:
-    """Stand-in varlen kernel in plain PyTorch: exact, slow; used to test packing on CPU."""
-    out = torch.empty_like(q)
-    for start, end in zip(cu_q[:-1].tolist(), cu_q[1:].tolist()):
-        seg = [t[start:end].transpose(0, 1) for t in (q, k, v)]
-        out[start:end] = F.scaled_dot_product_attention(*seg).transpose(0, 1)
-    return out
-
-
 def _flash_kernel() -> VarlenKernel:
     return _import("flash_attn", "flash_attn_varlen_func", "flash-attn")
 
@@ -139,7 +130,7 @@ _KERNELS = {"flash": _flash_kernel, "sage": _sage_kernel}
 def resolve_backend(name: str, device: torch.device | str = "cpu", *, kernel: VarlenKernel | None = None):
     """The backend object for `name` on `device`; raises at load time if it cannot run there.
 
-    `kernel` replaces the imported varlen kernel (tests use `torch_varlen` on CPU).
+    `kernel` replaces the imported varlen kernel (the tests give a plain-PyTorch one on CPU).
     """
     if name not in BACKENDS:
         raise InvalidInputError(f"attention={name!r} is unknown; choose one of {list(BACKENDS)}.")

@@ -1,8 +1,8 @@
 """3D rotary position embedding for image tokens (SPEC 1.4).
 
 Positions are integer (t, h, w) indices on the patch grid; each axis a with d_a channels uses
-frequencies theta^(-2j/d_a). Pairs are interleaved: pair i is channels (2i, 2i+1), so every
-frequency is repeated twice along the last dim. Text tokens get no rotation.
+frequencies theta^(-2j/d_a). Pairs are interleaved: pair i is channels (2i, 2i+1), rotated by the
+i-th angle (the reference's cos/sin tables repeat every angle twice). Text tokens get no rotation.
 """
 from __future__ import annotations
 
@@ -11,30 +11,10 @@ from functools import lru_cache
 import torch
 
 
-def rope_tables(grid: tuple[int, int, int], dims: tuple[int, ...], theta: float = 256.0,
-                device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """(cos, sin) of shape [T*H*W, sum(dims)], float32, rows in (t, h, w) raster order."""
-    return _cached_tables(tuple(grid), tuple(dims), float(theta), str(device))
-
-
-@lru_cache(maxsize=16)
-def _cached_tables(grid, dims, theta, device):
-    axes = [torch.arange(n, dtype=torch.float32) for n in grid]
-    positions = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, len(grid))
-    cos_parts, sin_parts = [], []
-    for axis, dim in enumerate(dims):
-        freqs = 1.0 / theta ** (torch.arange(0, dim, 2, dtype=torch.float64)[: dim // 2] / dim)
-        angles = torch.outer(positions[:, axis].double(), freqs).float()
-        cos_parts.append(angles.cos().repeat_interleave(2, dim=1))
-        sin_parts.append(angles.sin().repeat_interleave(2, dim=1))
-    cos = torch.cat(cos_parts, dim=1).to(device)
-    sin = torch.cat(sin_parts, dim=1).to(device)
-    return cos, sin
-
-
 def rope_freqs(grid: tuple[int, int, int], dims: tuple[int, ...], theta: float = 256.0,
                device: torch.device | str = "cpu") -> torch.Tensor:
-    """The same rotation as complex numbers, [N, 1, head_dim/2] complex64 (broadcasts over heads).
+    """The rotation of every image token as complex numbers, [T*H*W, 1, sum(dims)/2] complex64
+    (broadcasts over heads), rows in (t, h, w) raster order.
 
     An interleaved pair (x_2i, x_2i+1) rotated by angle a is the complex product
     (x_2i + i x_2i+1)(cos a + i sin a): one fused multiply instead of stack/neg/mul/add.
@@ -44,8 +24,14 @@ def rope_freqs(grid: tuple[int, int, int], dims: tuple[int, ...], theta: float =
 
 @lru_cache(maxsize=16)
 def _cached_freqs(grid, dims, theta, device):
-    cos, sin = _cached_tables(grid, dims, theta, device)
-    return torch.complex(cos[:, 0::2], sin[:, 0::2])[:, None, :]
+    axes = [torch.arange(n, dtype=torch.float32) for n in grid]
+    positions = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, len(grid))
+    angles = []
+    for axis, dim in enumerate(dims):
+        freqs = 1.0 / theta ** (torch.arange(0, dim, 2, dtype=torch.float64)[: dim // 2] / dim)
+        angles.append(torch.outer(positions[:, axis].double(), freqs).float())
+    angles = torch.cat(angles, dim=1)
+    return torch.complex(angles.cos(), angles.sin()).to(device)[:, None, :]
 
 
 def _as_complex(x: torch.Tensor) -> torch.Tensor:

@@ -5,8 +5,9 @@ bytes, phase by phase:
 - sampling: resident DiT weights + block-swap slots + the largest block's activations (with the
   attention workspace of the chosen backend and the dequantisation temporaries of fp8/GGUF
   weights, see activations.py) + latents and text conditioning;
-- decoding: the VAE's largest tile activation (vae_memory.py) + VAE weights + the decoded video,
-  plus the DiT weights that are still resident unless `unload_dit_for_decode`.
+- decoding: the VAE's weights + its largest tile's working memory + the decoded video it holds
+  (vae/memory.py: the same figures the VAE's tile chooser fits into the free memory), plus the DiT
+  weights that are still resident unless `unload_dit_for_decode`.
 A fixed reserve (CUDA context, allocator fragmentation) is added to the peak.
 
 `auto_swap(inputs, budget)` returns the plan with the fewest swapped bytes that fits (swapped bytes
@@ -21,14 +22,22 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import InvalidInputError, OutOfMemoryError
+from ..model.attention import BACKENDS as ATTENTION_BACKENDS
 from ..model.config import PRESETS, DiTConfig
+from ..vae.config import VAEConfig
+from ..vae.memory import DEFAULT_CONFIG as VAE_DEFAULT_CONFIG, decode_memory
+from ..vae.vae import vae_weight_bytes
+from ..vae.tile_choice import tiles_of
 from .activations import Tokens, block_peak, dequant_workspace
 from .block_swap import packed_bytes
-from .vae_memory import vae_decode_bytes
 from .weight_table import WeightTable, compute_dtype_for, table_for_format
 
 GiB = 2**30
-BACKENDS = ("sdpa", "sdpa_math", "flash", "sage")
+# What the planner prices: the loadable attention backends ('auto' priced as sdpa) and the unfused
+# sdpa path; every storage format, with GGUF files by their quant type.
+BACKENDS = (*(b for b in ATTENTION_BACKENDS if b != "auto"), "sdpa_math")
+PLANNED_FORMATS = ("bf16", "fp16", "fp32", "fp8_e4m3fn", "fp8_e5m2", "fp8_scaled", "Q8_0", "Q6_K", "Q5_K", "Q4_K",
+                   "Q4_0")
 
 
 @dataclass(frozen=True)
@@ -50,6 +59,8 @@ class PlanInputs:
     vae_tile_px: int | None = 256        # spatial decode tile in pixels (None: untiled)
     vae_tile_frames: int | None = 64     # temporal decode tile in frames (None: untiled)
     vae_dtype: torch.dtype = torch.float16
+    vae_config: VAEConfig = VAE_DEFAULT_CONFIG   # 884-16c-hy: the official VAE file
+    vae_output_on_device: bool = False   # decoded video assembled on the GPU (the nodes and pipeline use RAM)
     unload_dit_for_decode: bool = False
     compute_dtype: torch.dtype | None = None   # default: the format's dtype, bf16 for fp8/GGUF
     reserve: int = GiB // 2
@@ -123,8 +134,19 @@ def _workload(inputs: PlanInputs, table: WeightTable, compute: torch.dtype) -> _
     latent = batch * cfg.in_channels * t * h * w
     latents = 6 * latent * 4 + latent * compute.itemsize  # x, noise, velocity, step buffers (fp32) + model input
     text = 2 * batch * inputs.text_tokens * cfg.text_dim * compute.itemsize
-    decode = vae_decode_bytes(inputs.batch, (t, h, w), inputs.vae_tile_px, inputs.vae_tile_frames, inputs.vae_dtype)
+    decode = _decode_terms(inputs, (t, h, w))
     return _Workload(activations, point, latents + text, decode)
+
+
+def _decode_terms(inputs: PlanInputs, latent_thw: tuple[int, int, int]) -> dict[str, int]:
+    """The VAE decode phase, from the VAE's own memory model (vae/memory.py)."""
+    element = inputs.vae_dtype.itemsize
+    tiles = tiles_of(inputs.vae_tile_px, inputs.vae_tile_frames)
+    need = decode_memory(inputs.vae_config, latent_thw, tiles, element, batch=inputs.batch,
+                         output_on_device=inputs.vae_output_on_device)
+    return {"decode weights": vae_weight_bytes(inputs.vae_config, inputs.vae_dtype),
+            "decode tile activations": need.tile,
+            "decoded video on device": need.video}
 
 
 def _assemble(inputs: PlanInputs, table: WeightTable, work: _Workload) -> Plan:

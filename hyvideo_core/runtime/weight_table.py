@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from ..errors import InvalidInputError
 from ..model.config import DiTConfig
-from ..weights.high_precision import is_quantisable
+from ..weights.quantised_layers import is_quantisable
 
 PLAIN = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 FP8 = {"fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2, "fp8_scaled": torch.float8_e4m3fn}

@@ -2,10 +2,10 @@
 from .cache import CacheReport, FirstBlockCache, TeaCache, installed
 from ..text.templates import DEFAULT_NEGATIVE_PROMPT
 from .guidance import GuidanceSettings
-from .hooks import SamplingHooks
-from .latent_format import LATENT_SCALE, latent_dict, to_model_space, to_raw_latent
+from .callbacks import SamplingHooks
+from .latent_format import LATENT_SCALE, to_model_space, to_raw_latent
 from .loop import SamplingOptions, SamplingResult, sample
-from .noise import LatentPlan, plan_latent, seeded_noise
+from .noise import LatentPlan, plan_from_latent, plan_latent, seeded_noise
 from .preview import latent_to_rgb
 from .schedule import SigmaSchedule, flow_sigmas, plan_schedule
 from .solvers import SOLVERS, make_solver
@@ -13,6 +13,6 @@ from .text_inputs import PromptPair, PromptTensors
 
 __all__ = ["CacheReport", "DEFAULT_NEGATIVE_PROMPT", "FirstBlockCache", "GuidanceSettings", "LATENT_SCALE",
            "LatentPlan", "PromptPair", "PromptTensors", "SOLVERS", "SamplingHooks", "SamplingOptions",
-           "SamplingResult", "SigmaSchedule", "TeaCache", "flow_sigmas", "installed", "latent_dict",
-           "latent_to_rgb", "make_solver", "plan_latent", "plan_schedule", "sample", "seeded_noise",
+           "SamplingResult", "SigmaSchedule", "TeaCache", "flow_sigmas", "installed",
+           "latent_to_rgb", "make_solver", "plan_from_latent", "plan_latent", "plan_schedule", "sample", "seeded_noise",
            "to_model_space", "to_raw_latent"]

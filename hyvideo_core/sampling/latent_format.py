@@ -23,8 +23,3 @@ def to_model_space(raw: torch.Tensor) -> torch.Tensor:
 def to_raw_latent(scaled: torch.Tensor) -> torch.Tensor:
     """Sampler output -> raw VAE latent for a LATENT dict / the VAE decoder."""
     return scaled / LATENT_SCALE
-
-
-def latent_dict(raw: torch.Tensor) -> dict:
-    """ComfyUI's LATENT type."""
-    return {"samples": raw}

@@ -16,8 +16,8 @@ from ..errors import InvalidInputError, NumericsError
 from .cache import CachePolicy, CacheReport, installed
 from ..text.templates import DEFAULT_NEGATIVE_PROMPT
 from .guidance import GuidanceSettings, GuidedVelocity
-from .hooks import SamplingHooks
-from .latent_format import latent_dict, to_model_space, to_raw_latent
+from .callbacks import SamplingHooks
+from .latent_format import to_model_space, to_raw_latent
 from .noise import LatentPlan, noise_to_sigma, plan_from_latent, plan_latent, seeded_noise
 from .preview import latent_to_rgb
 from .schedule import SigmaSchedule, plan_schedule
@@ -54,9 +54,6 @@ class SamplingResult:
     forwards: int                      # DiT forward calls
     cache: CacheReport | None = None
     notes: tuple[str, ...] = field(default=())   # size snapping and unused inputs, also logged
-
-    def as_latent(self) -> dict:
-        return latent_dict(self.latent)
 
 
 @dataclass(frozen=True)

@@ -27,11 +27,6 @@ def flow_sigmas(steps: int, shift: float, reverse: bool = True) -> torch.Tensor:
     return sigmas.to(torch.float32)
 
 
-def timesteps_for(sigmas: torch.Tensor) -> torch.Tensor:
-    """Model timesteps (0..1000, float32) for every step, i.e. all sigmas but the last."""
-    return sigmas[:-1] * NUM_TRAIN_TIMESTEPS
-
-
 @dataclass(frozen=True)
 class SigmaSchedule:
     """The full N-step schedule and the window [start, end) of steps this run executes."""

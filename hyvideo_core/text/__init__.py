@@ -21,6 +21,7 @@ _PUBLIC = {
     "template_for_frames": "hyvideo_core.text.templates",
     "conditioning_to_embeds": "hyvideo_core.text.bridge",
     "embeds_to_conditioning": "hyvideo_core.text.bridge",
+    "encode_device_bytes": "hyvideo_core.text.memory",
 }
 
 

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import InvalidInputError
+from ..runtime.placement import Placement
 from .clip import ClipTower
 from .embeds import EmbedsCache, PromptEmbeds, TextEmbeds
 from .llm import DEFAULT_TEXT_LEN, LlamaTower
-from .placement import on_device
 from .templates import PromptTemplate, resolve_template
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,13 @@ class TextEncoder:
         self.offload_device = torch.device(offload_device)
         self.info = info
         self.cache = EmbedsCache(cache_size)
+        fp8 = "Store the Llama in fp8 (llm_storage='fp8_e4m3fn'), or run the text encoder on the CPU, or free the GPU."
+        self._placements = {"llm": Placement(llm.model, self.device, self.offload_device, "Llama text encoder", fp8),
+                            "clip": Placement(clip.model, self.device, self.offload_device, "CLIP text encoder")}
+
+    def placement(self, tower: str) -> Placement:
+        """Where a tower ('llm' or 'clip') lives; it visits the main device only while it encodes."""
+        return self._placements[tower]
 
     def crop_start(self, template: str | PromptTemplate = "video") -> int:
         return self.llm.crop_start(resolve_template(template))
@@ -79,10 +86,10 @@ class TextEncoder:
         return TextEmbeds(positive=found["positive"], negative=found.get("negative"), notes=notes)
 
     def _encode_batch(self, texts: list[str], tmpl: PromptTemplate, text_len: int) -> list[PromptEmbeds]:
-        with on_device(self.llm.model, self.device, "Llama text encoder"):
+        with self.placement("llm").visit():
             llm = self.llm.encode(texts, tmpl, self.device, text_len)
             states, mask = llm.states.to(self.offload_device), llm.mask.to(self.offload_device)
-        with on_device(self.clip.model, self.device, "CLIP text encoder"):
+        with self.placement("clip").visit():
             clip = self.clip.encode(texts, self.device)
             pooled = clip.pooled.to(self.offload_device)
         return [PromptEmbeds(states[i:i + 1].clone(), mask[i:i + 1].clone(), pooled[i:i + 1].clone(),

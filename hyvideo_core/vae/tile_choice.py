@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 
 import torch
 
 from ..errors import OutOfMemoryError
 from ..runtime.devices import is_out_of_memory, release_memory
-from .memory import estimate_decode_bytes, estimate_encode_bytes, memory_budget
+from ..runtime.placement import same_device
+from .memory import decode_memory, decode_tile_shape, encode_tile_shape, estimate_encode_bytes, memory_budget
 from .tiling import MIN_SPATIAL_TILE, MIN_TEMPORAL_TILE, TileSpec
 
 log = logging.getLogger(__name__)
@@ -37,7 +39,12 @@ class DecodeReport:
         return f"out of memory with [{tried}]; decoded with {used}"
 
 
-def _with_overlap(spatial: int | None, temporal: int | None) -> TileSpec:
+def tiles_of(spatial: int | None, temporal: int | None) -> TileSpec | None:
+    """Tiles of these sizes (pixels, frames; None = that axis untiled) with the default overlaps
+    (a quarter, the reference's 64 px / 16 frames for 256 px / 64 frames); None when both are None.
+    The tile chooser's candidates and the planner's `vae_tile_px` / `vae_tile_frames` both mean this."""
+    if spatial is None and temporal is None:
+        return None
     s_overlap = 0 if spatial is None else min(max(8, spatial // 4 // 8 * 8), spatial - 8)
     t_overlap = 0 if temporal is None else (min(max(4, temporal // 4 // 4 * 4), temporal - 4))
     return TileSpec(spatial, s_overlap, temporal, t_overlap)
@@ -50,30 +57,28 @@ def _candidates(extent_px: int, frames: int):
     return [(s, t) for s in spatial for t in temporal]
 
 
-def choose_decode_tiles(vae, latent_shape, budget: int | None = None) -> tuple[TileSpec | None, int, int]:
-    """The largest tiles whose estimated working memory fits the budget -> (tiles, budget, estimate)."""
+def choose_decode_tiles(vae, latent_shape, budget: int | None = None,
+                        output_device=None) -> tuple[TileSpec | None, int, int]:
+    """The largest tiles whose estimated working memory (memory.decode_memory: tile + decoded video
+    held on the device) fits the budget -> (tiles, budget, estimate). `output_device` is where the
+    video is assembled (None: on the VAE's device), as for `decode`."""
     config = vae.config
     budget = memory_budget(vae.device, budget)
-    _, _, t, h, w = latent_shape
-    s, f = config.spatial_compression, config.temporal_compression
+    batch, _, t, h, w = latent_shape
     element = torch.empty((), dtype=vae.dtype).element_size()
-    frames = config.sample_frames(t)
-    output = 3 * frames * h * s * w * s * element  # the assembled video stays resident
+    on_device = output_device is None or same_device(output_device, vae.device)
     best = None
-    for spatial, temporal in _candidates(max(h, w) * s, frames):
-        tile = (t if temporal is None else min(t, temporal // f + 1),
-                h if spatial is None else min(h, spatial // s),
-                w if spatial is None else min(w, spatial // s))
-        need = estimate_decode_bytes(config, tile, element) + output
-        volume = tile[0] * tile[1] * tile[2]
+    for spatial, temporal in _candidates(max(h, w) * config.spatial_compression, config.sample_frames(t)):
+        tiles = tiles_of(spatial, temporal)
+        need = decode_memory(config, (t, h, w), tiles, element, batch=batch, output_on_device=on_device).need
+        volume = math.prod(decode_tile_shape(config, (t, h, w), tiles))
         key = (need <= budget, volume if need <= budget else -need, spatial or 1 << 30)
         if best is None or key > best[0]:
-            best = (key, spatial, temporal, need)
-    (fits, *_), spatial, temporal, need = best
+            best = (key, tiles, need)
+    (fits, *_), tiles, need = best
     if not fits:
         log.warning("VAE auto tiling: even the smallest tiles need about %.2f GB, above the %.2f GB "
                     "budget; trying them anyway.", need / 2**30, budget / 2**30)
-    tiles = None if spatial is None and temporal is None else _with_overlap(spatial, temporal)
     return tiles, budget, need
 
 
@@ -84,15 +89,13 @@ def choose_encode_tiles(vae, video_shape, budget: int | None = None) -> TileSpec
     element = torch.empty((), dtype=vae.dtype).element_size()
     best = None
     for spatial, temporal in _candidates(max(height, width), frames):
-        tile = (frames if temporal is None else min(frames, temporal + 1),
-                height if spatial is None else min(height, spatial),
-                width if spatial is None else min(width, spatial))
+        tiles = tiles_of(spatial, temporal)
+        tile = encode_tile_shape(config, (frames, height, width), tiles)
         need = estimate_encode_bytes(config, tile, element)
-        key = (need <= budget, tile[0] * tile[1] * tile[2] if need <= budget else -need, spatial or 1 << 30)
+        key = (need <= budget, math.prod(tile) if need <= budget else -need, spatial or 1 << 30)
         if best is None or key > best[0]:
-            best = (key, spatial, temporal)
-    _, spatial, temporal = best
-    return None if spatial is None and temporal is None else _with_overlap(spatial, temporal)
+            best = (key, tiles)
+    return best[1]
 
 
 def smaller_tiles(tiles: TileSpec | None, latent_shape, config) -> TileSpec | None:
@@ -136,7 +139,8 @@ def decode_with_fallback(vae, latent: torch.Tensor, tiling, *, retry_on_oom: boo
     report = DecodeReport(tiles=None)
     tiles = tiling
     if tiling == "auto":
-        tiles, report.budget_bytes, report.estimated_bytes = choose_decode_tiles(vae, latent.shape, memory_budget)
+        tiles, report.budget_bytes, report.estimated_bytes = choose_decode_tiles(vae, latent.shape, memory_budget,
+                                                                                 output_device)
     elif tiling is not None and not isinstance(tiling, TileSpec):
         from ..errors import InvalidInputError
         raise InvalidInputError(

@@ -43,28 +43,6 @@ class TileSpec:
         _check_axis("spatial", self.spatial, self.spatial_overlap, MIN_SPATIAL_TILE, "pixels")
         _check_axis("temporal", self.temporal, self.temporal_overlap, MIN_TEMPORAL_TILE, "frames")
 
-    @classmethod
-    def from_reference(cls, tile_sample_min_size: int, tile_latent_min_size: int,
-                       tile_sample_min_tsize: int, tile_latent_min_tsize: int,
-                       tile_overlap_factor: float = 0.25, spatial_compression: int = 8,
-                       temporal_compression: int = 4) -> "TileSpec":
-        """The reference VAE's tiling attributes (AutoencoderKLCausal3D) as a TileSpec."""
-        stride = int(tile_latent_min_size * (1 - tile_overlap_factor))
-        tstride = int(tile_latent_min_tsize * (1 - tile_overlap_factor))
-        spec = cls(spatial=tile_latent_min_size * spatial_compression,
-                   spatial_overlap=(tile_latent_min_size - stride) * spatial_compression,
-                   temporal=tile_latent_min_tsize * temporal_compression,
-                   temporal_overlap=(tile_latent_min_tsize - tstride) * temporal_compression)
-        reference = (tile_sample_min_size, int(tile_sample_min_size * tile_overlap_factor),
-                     tile_sample_min_tsize, int(tile_sample_min_tsize * tile_overlap_factor))
-        ours = (spec.spatial, spec.spatial_overlap, spec.temporal, spec.temporal_overlap)
-        if reference != ours:
-            log.warning(
-                "VAE tiling: the reference attributes %s give sample-space tiles/blends %s that do "
-                "not line up with the latent tiles; using the aligned geometry %s instead (the "
-                "reference itself would misplace its seams here).", reference, reference, ours)
-        return spec
-
     def describe(self) -> str:
         space = "untiled" if self.spatial is None else f"{self.spatial}px/{self.spatial_overlap}px overlap"
         time = "untiled" if self.temporal is None else f"{self.temporal}f/{self.temporal_overlap}f overlap"

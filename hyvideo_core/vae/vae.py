@@ -2,6 +2,7 @@
 where the latent scaling factor is applied."""
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Callable
 
@@ -59,9 +60,6 @@ class HunyuanVideoVAE(nn.Module):
         moments = [self._encode_one(v.to(self.device, self.dtype), tiles).float() for v in video.split(1)]
         return DiagonalGaussian.from_moments(torch.cat(moments) if len(moments) > 1 else moments[0])
 
-    def encode_tiled(self, video: torch.Tensor, tiles: TileSpec = TileSpec()) -> DiagonalGaussian:
-        return self.encode(video, tiling=tiles)
-
     def _encode_one(self, video: torch.Tensor, tiles: TileSpec | None) -> torch.Tensor:
         if tiles is None:
             return self._encode_plain(video)
@@ -112,9 +110,6 @@ class HunyuanVideoVAE(nn.Module):
         self.last_decode_report = report
         return video
 
-    def decode_tiled(self, latent: torch.Tensor, tiles: TileSpec = TileSpec(), **kwargs) -> torch.Tensor:
-        return self.decode(latent, tiling=tiles, **kwargs)
-
     def decode_once(self, latent: torch.Tensor, tiles: TileSpec | None,
                     output_device: torch.device | str | None = None,
                     progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
@@ -161,3 +156,13 @@ def _counted(run: Callable[[torch.Tensor], torch.Tensor], progress: Callable[[in
         progress(done, total)
         return out
     return counted
+
+
+@functools.lru_cache(maxsize=16)
+def vae_weight_bytes(config: VAEConfig, dtype: torch.dtype, with_encoder: bool = True) -> int:
+    """Bytes of every VAE tensor in `dtype` (a whole VAE visits the device to decode), counted on
+    a model built on the meta device (no memory)."""
+    from ..runtime.placement import module_bytes
+    with torch.device("meta"):
+        model = HunyuanVideoVAE(config, with_encoder=with_encoder).to(dtype)
+    return module_bytes(model)

@@ -11,7 +11,7 @@ torch shapes: reversed ggml dims, or the `comfy.gguf.orig_shape.<name>` metadata
   can read a GGUF file.
 - `raw(key)`: the stored bytes and quant type, for `GgufStorage` which keeps them quantised.
 
-Importing this module registers it as `reader.OPENERS["gguf"]`.
+`reader.open_tensors` opens .gguf files with `open_gguf` (importing this module on first use).
 """
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ import torch
 from gguf import GGMLQuantizationType as Q, GGUFReader
 
 from ..errors import CheckpointError
-from . import reader
 from .gguf_dequant import check_supported, dequantize
+from .source import TensorSource
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class RawTensor:
     shape: tuple[int, ...]  # logical torch shape
 
 
-class GGUFSource(reader.TensorSource):
+class GGUFSource(TensorSource):
     memory_mapped = True  # lazy.release_pages may drop pages of tensors read from here
 
     def __init__(self, path: Path):
@@ -116,6 +116,3 @@ def open_gguf(path) -> GGUFSource:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return GGUFSource(Path(path))
-
-
-reader.OPENERS["gguf"] = open_gguf

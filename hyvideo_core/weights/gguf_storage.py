@@ -14,11 +14,12 @@ import torch.nn as nn
 from gguf import GGMLQuantizationType as Q
 
 from ..errors import CheckpointError, InvalidInputError
+from ..runtime.placement import module_bytes
 from .dit_format import DiTLayout
 from .gguf import GGUFSource
 from .gguf_dequant import check_supported, dequantize
 from .lazy import owned, release_pages
-from .storage import StorageReport, _model_bytes, assign
+from .storage_common import StorageReport, assign
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ class GgufStorage:
                 tensor = raw.data
                 self.report.kept += 1
             release_pages(tensor)
-        self.report.stored_bytes = _model_bytes(model)
+        self.report.stored_bytes = module_bytes(model)
         log.info("%s: %s", source.name, self.report.summary())
 
     def _install(self, model, key, raw, device) -> None:

@@ -19,59 +19,13 @@ import torch
 from safetensors import safe_open
 
 from ..errors import CheckpointError
+from .source import TensorSource
 
 _SAFETENSORS_DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
     "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
     "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
 }
-
-
-class TensorSource:
-    """Read-only, lazy view of named tensors. Subclasses fill `_shapes`/`_dtypes` and `_read`."""
-
-    name: str = "<tensors>"
-    metadata: Mapping[str, str] = {}
-
-    def __init__(self) -> None:
-        self._shapes: dict[str, tuple[int, ...]] = {}
-        self._dtypes: dict[str, torch.dtype] = {}
-
-    def keys(self) -> list[str]:
-        return list(self._shapes)
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._shapes
-
-    def __len__(self) -> int:
-        return len(self._shapes)
-
-    def shape(self, key: str) -> tuple[int, ...]:
-        return self._shapes[key]
-
-    def dtype(self, key: str) -> torch.dtype:
-        return self._dtypes[key]
-
-    def shapes(self) -> dict[str, tuple[int, ...]]:
-        return dict(self._shapes)
-
-    def get(self, key: str) -> torch.Tensor:
-        if key not in self._shapes:
-            raise CheckpointError(f"{self.name}: tensor '{key}' is not in this checkpoint.")
-        try:
-            return self._read(key)
-        except CheckpointError:
-            raise
-        except Exception as exc:  # a file truncated after its header was read
-            raise CheckpointError(
-                f"{self.name}: tensor '{key}' could not be read ({exc}). The file is probably "
-                "truncated or corrupt: download it again.") from exc
-
-    def _read(self, key: str) -> torch.Tensor:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        """Release file handles; the default source holds none."""
 
 
 class DictSource(TensorSource):
@@ -215,10 +169,16 @@ def sniff(path: Path) -> str:
     return "unknown"
 
 
-# Extra containers (GGUF) register an opener here, keyed by the sniffed kind.
+def _open_gguf(path: Path) -> TensorSource:
+    from .gguf import open_gguf  # on first use: only GGUF files need the gguf package's reader
+    return open_gguf(path)
+
+
+# The opener of each sniffed kind; another container adds its own here.
 OPENERS: dict[str, Callable[[Path], TensorSource]] = {
     "safetensors": SafetensorsSource,
     "torch": TorchFileSource,
+    "gguf": _open_gguf,
 }
 
 
@@ -233,15 +193,12 @@ def open_tensors(source: object) -> TensorSource:
         raise CheckpointError(f"{path}: no such file or folder.")
     if path.is_dir():
         return _open_folder(path)
-    kind = sniff(path)
-    if kind not in OPENERS:
-        if kind == "gguf":
-            from . import gguf as _gguf  # noqa: F401  (registers the GGUF opener)
-        if kind not in OPENERS:
-            raise CheckpointError(
-                f"{path}: unrecognised file content (first bytes {_head(path)!r}); expected "
-                "safetensors, a torch checkpoint or GGUF.")
-    return OPENERS[kind](path)
+    opener = OPENERS.get(sniff(path))
+    if opener is None:
+        raise CheckpointError(
+            f"{path}: unrecognised file content (first bytes {_head(path)!r}); expected "
+            "safetensors, a torch checkpoint or GGUF.")
+    return opener(path)
 
 
 def _head(path: Path) -> bytes:

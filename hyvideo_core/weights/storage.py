@@ -18,40 +18,25 @@ Formats (`FORMATS`, the values the CLI and nodes offer):
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
 from ..errors import InvalidInputError
-from .diffusers_names import split_module_key, swap_halves
+from ..runtime.placement import module_bytes
+from .diffusers_names import swap_halves
 from .dit_format import DiTLayout, Recipe
 from .fp8 import FP8_DTYPES, Fp8Codec, dequantize_tensor, install_fp8, quantize
 from .fp8_files import file_scales
-from .high_precision import is_quantisable
+from .quantised_layers import is_quantisable
 from .lazy import is_mapped, owned, release_pages
 from .reader import TensorSource
+from .storage_common import StorageReport, assign
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("auto", "bf16", "fp16", "fp32", "fp8_e4m3fn", "fp8_e5m2", "fp8_scaled", "gguf")
 PLAIN_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-
-
-@dataclass
-class StorageReport:
-    """What a storage policy did with the checkpoint's tensors."""
-
-    name: str
-    plain: int = 0            # stored as plain tensors
-    quantised: int = 0        # quantised on load (fp8)
-    kept: int = 0             # kept in the file's quantised form (fp8 bytes + scales, GGUF quants)
-    dequantised: int = 0      # quantised in the file but stored in high precision here
-    stored_bytes: int = 0
-
-    def summary(self) -> str:
-        return (f"storage {self.name}: {self.kept} kept quantised, {self.quantised} quantised on load, "
-                f"{self.dequantised} dequantised, {self.plain} plain; {self.stored_bytes / 1e9:.2f} GB")
 
 
 def storage_for(weight_format: str = "auto", *, fast_fp8: bool = False, scale_map=None):
@@ -89,7 +74,7 @@ class StreamingStorage:
             for k, part in zip(recipe.sources, parts):
                 if is_mapped(source, k):
                     release_pages(part)
-        self.report.stored_bytes = _model_bytes(model)
+        self.report.stored_bytes = module_bytes(model)
         log.info("%s: %s", source.name, self.report.summary())
 
     def store_tensor(self, model, key, recipe, parts, dtype, device) -> None:
@@ -138,7 +123,7 @@ class CastStorage(StreamingStorage):
 
 
 class Fp8Storage(StreamingStorage):
-    """Block Linear weights in fp8 (see high_precision.py), the rest in the compute dtype."""
+    """Block Linear weights in fp8 (see quantised_layers.py), the rest in the compute dtype."""
 
     def __init__(self, fp8_dtype: torch.dtype, scaled: bool, fast: bool = False, scale_map=None):
         self.fp8_dtype = fp8_dtype
@@ -218,22 +203,3 @@ class AutoStorage:
         self.resolved.load(model, layout, source, dtype, device)
         self.name = f"auto:{self.resolved.name}"
         self.report = self.resolved.report
-
-
-def assign(model: nn.Module, key: str, tensor: torch.Tensor) -> None:
-    """Replace a (meta) parameter or buffer by `tensor`."""
-    module_path, leaf = split_module_key(key)
-    module = model.get_submodule(module_path)
-    if leaf in module._buffers:
-        module._buffers[leaf] = tensor
-    else:
-        module._parameters[leaf] = nn.Parameter(tensor, requires_grad=False)
-
-
-def _model_bytes(model: nn.Module) -> int:
-    seen, total = set(), 0
-    for t in [*model.parameters(), *model.buffers()]:
-        if t.device.type != "meta" and t.data_ptr() not in seen:
-            seen.add(t.data_ptr())
-            total += t.numel() * t.element_size()
-    return total

@@ -31,5 +31,5 @@ def load_pack(name: str = PACK_NAME) -> ModuleType:
 
 
 def pack_module(relative: str) -> ModuleType:
-    """A module of the pack by its path inside it, e.g. pack_module("nodes.contract")."""
+    """A module of the pack by its path inside it, e.g. pack_module("nodes.routes")."""
     return importlib.import_module(f"{load_pack().__name__}.{relative}")

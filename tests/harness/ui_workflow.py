@@ -13,7 +13,7 @@ A count of widget values that does not match INPUT_TYPES is an error: it is exac
 """
 from __future__ import annotations
 
-from .pack import pack_module
+from .contract import widget_inputs
 
 DROPPED_TYPES = frozenset({"Note", "MarkdownNote"})
 MUTED, BYPASSED = 2, 4
@@ -36,7 +36,6 @@ def _links(workflow: dict) -> dict[int, tuple]:
 
 
 def ui_to_api(workflow: dict, mappings: dict, display_names: dict | None = None) -> dict:
-    widget_inputs = pack_module("nodes.contract").widget_inputs
     if (workflow.get("definitions") or {}).get("subgraphs"):
         raise WorkflowError("subgraphs are not supported by this converter; flatten the workflow")
     nodes = {node["id"]: node for node in workflow["nodes"]}

@@ -22,7 +22,7 @@ class FirstBlockState:
 
 
 class FirstBlockCache(StepCache):
-    name = "first_block_cache"
+    name = "first_block"
 
     def __init__(self, threshold: float = 0.05, start_step: int = 0, end_step: int | None = None,
                  storage="main"):

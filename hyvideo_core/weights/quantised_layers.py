@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import re
 
-HIGH_PRECISION_MODULES = ("img_in", "txt_in", "time_in", "vector_in", "guidance_in", "final_layer")
 _BLOCK_LINEAR = re.compile(r"^(double_blocks|single_blocks)\.\d+\.(.+)\.weight$")
 
 

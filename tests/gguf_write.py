@@ -1,4 +1,5 @@
-"""Write a DiT state dict as a HunyuanVideo GGUF (arch `hyvid`), with the `gguf` package.
+"""Test helper (the product only reads GGUF): write a DiT state dict as a HunyuanVideo GGUF (arch `hyvid`),
+with the `gguf` package.
 
 Follows city96's conversion (SPEC 9.1): official key names, 2-D block Linear weights quantised,
 everything else F32, tensors of more than 4 dims stored flattened with their shape in
@@ -14,9 +15,9 @@ import numpy as np
 import torch
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as Q, GGUFWriter, quants
 
-from ..errors import InvalidInputError
-from .gguf import ARCH
-from .high_precision import is_quantisable
+from hyvideo_core.errors import InvalidInputError
+from hyvideo_core.weights.gguf import ARCH
+from hyvideo_core.weights.quantised_layers import is_quantisable
 
 WRITABLE = (Q.Q8_0, Q.Q5_1, Q.Q5_0, Q.Q4_1, Q.Q4_0, Q.BF16)
 

@@ -1,13 +1,14 @@
-"""The host services the nodes need, without ComfyUI: used by the CLI and the tests.
+"""The host services the nodes need, without ComfyUI, for the tests (tests/conftest.py installs
+one with the pack's `nodes.host.install_host`).
 
 It mirrors what ComfyUI gives a pack (model folders with ComfyUI's default layout, a progress bar
 that checks for interrupts, an interrupt flag that is cleared when raised, output/temp folders,
-devices) so that node code runs unchanged in both. `nodes/host.py` picks this or the ComfyUI one.
+devices) so that node code runs unchanged in both. The folder scans and missing-file errors are
+the product's own (nodes/folders.py), the same ones ComfyHost uses.
 """
 from __future__ import annotations
 
 import gc
-import logging
 import os
 import tempfile
 import threading
@@ -20,10 +21,10 @@ import torch
 
 from hyvideo_core.errors import CancelledError, InvalidInputError
 
-log = logging.getLogger(__name__)
+from .pack import pack_module
 
-# ComfyUI's model extensions (folder_paths.supported_pt_extensions) plus GGUF, which we also load.
-MODEL_EXTENSIONS = frozenset({".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft", ".gguf"})
+pack_folders = pack_module("nodes.folders")
+preview_array = pack_module("nodes.host").preview_array
 
 # Kind -> sub-folders of the models folder, as in ComfyUI (first one is where new files go).
 DEFAULT_FOLDERS: dict[str, tuple[str, ...]] = {
@@ -40,73 +41,12 @@ LEGACY_KINDS = {"unet": "diffusion_models", "clip": "text_encoders"}
 ProgressListener = Callable[[str | None, int, int, object], None]
 
 
-def _walk(folders: list[str]):
-    """(folder, dirpath, subdirs, files) under each existing folder, skipping hidden folders."""
-    for folder in folders:
-        if not os.path.isdir(folder):
-            continue
-        for dirpath, subdirs, files in os.walk(folder, followlinks=True):
-            subdirs[:] = [d for d in subdirs if not d.startswith(".")]
-            yield folder, dirpath, subdirs, files
-
-
-def scan_model_files(folders: list[str], extensions) -> list[str]:
-    """Relative paths of model files under `folders`, recursive, sorted, no hidden files."""
-    found: set[str] = set()
-    for folder, dirpath, _, files in _walk(folders):
-        for name in files:
-            if not name.startswith(".") and os.path.splitext(name)[1].lower() in extensions:
-                # Same form as ComfyUI's folder_paths lists (OS separators), so names match in both hosts.
-                found.add(os.path.relpath(os.path.join(dirpath, name), folder))
-    return sorted(found)
-
-
-def scan_model_dirs(folders: list[str], marker: str = "config.json") -> list[str]:
-    """Relative paths of sub-folders holding `marker` (Hugging Face model folders), sorted; the
-    folders inside such a folder are not searched further."""
-    found: set[str] = set()
-    for folder, dirpath, subdirs, files in _walk(folders):
-        if dirpath != folder and marker in files:
-            found.add(os.path.relpath(dirpath, folder))
-            subdirs[:] = []
-    return sorted(found)
-
-
-def list_input_files(folder: str, extensions) -> list[str]:
-    """Files directly in the input folder with one of `extensions` (None: any), as ComfyUI's Load
-    Image lists them."""
-    if not os.path.isdir(folder):
-        return []
-    return sorted(name for name in os.listdir(folder) if not name.startswith(".")
-                  and os.path.isfile(os.path.join(folder, name))
-                  and (extensions is None or os.path.splitext(name)[1].lower() in extensions))
-
-
 def strip_annotation(name: str) -> str:
     """'clip.mp4 [input]' (the frontend's annotated form) -> 'clip.mp4'."""
     for tag in (" [input]", " [output]", " [temp]"):
         if name.endswith(tag):
             return name[: -len(tag)]
     return name
-
-
-def missing_input_error(name: str, folder: str, available: list[str]) -> InvalidInputError:
-    shown = ", ".join(available[:10]) + (" ..." if len(available) > 10 else "") if available else "none"
-    return InvalidInputError(f"input file {name!r} was not found in the input folder {folder}; upload it or "
-                             f"copy it there (available: {shown}).")
-
-
-def missing_model_error(kind: str, name: str, folders: list[str], available: list[str]) -> InvalidInputError:
-    shown = ", ".join(available[:10]) + (" ..." if len(available) > 10 else "") if available else "none"
-    return InvalidInputError(f"{kind}: model file {name!r} was not found in the folders searched "
-                             f"{folders}; put the file in one of them or pick another one "
-                             f"(available: {shown}).")
-
-
-def preview_array(rgb) -> "object":
-    """A preview frame (tensor/array [H, W, 3], float 0..1 or uint8) -> uint8 numpy [H, W, 3]."""
-    from hyvideo_core.video import frames_to_uint8
-    return frames_to_uint8(rgb[None], name="preview")[0]
 
 
 class StandaloneProgress:
@@ -158,12 +98,12 @@ class StandaloneHost:
         if str(path) not in paths:
             paths.append(str(path))
 
-    def filenames(self, kind: str, extensions=MODEL_EXTENSIONS) -> list[str]:
-        return scan_model_files(self.folders(kind), extensions)
+    def filenames(self, kind: str, extensions=pack_folders.MODEL_EXTENSIONS) -> list[str]:
+        return pack_folders.scan_model_files(self.folders(kind), extensions)
 
     def model_dirs(self, kind: str, marker: str = "config.json") -> list[str]:
         """Sub-folders of `kind` holding `marker` (Hugging Face model folders)."""
-        return scan_model_dirs(self.folders(kind), marker)
+        return pack_folders.scan_model_dirs(self.folders(kind), marker)
 
     def full_dir_path(self, kind: str, name: str) -> str:
         folders = self.folders(kind)
@@ -171,7 +111,7 @@ class StandaloneHost:
         for folder in folders:
             if os.path.isdir(os.path.join(folder, relative)):
                 return os.path.join(folder, relative)
-        raise missing_model_error(kind, name, folders, self.model_dirs(kind))
+        raise pack_folders.missing_model_error(kind, name, folders, self.model_dirs(kind))
 
     def comfy_root(self) -> str | None:
         """The ComfyUI checkout (for its bundled tokenizers): $COMFYUI_PATH, else none."""
@@ -184,7 +124,7 @@ class StandaloneHost:
             candidate = os.path.join(folder, relative)
             if os.path.isfile(candidate):
                 return candidate
-        raise missing_model_error(kind, name, folders, self.filenames(kind))
+        raise pack_folders.missing_model_error(kind, name, folders, self.filenames(kind))
 
     def output_dir(self) -> str:
         self._output_dir.mkdir(parents=True, exist_ok=True)
@@ -198,12 +138,12 @@ class StandaloneHost:
         return str(self._input_dir)
 
     def input_files(self, extensions) -> list[str]:
-        return list_input_files(self.input_dir(), extensions)
+        return pack_folders.list_input_files(self.input_dir(), extensions)
 
     def input_path(self, name: str) -> str:
         path = os.path.join(self.input_dir(), os.path.relpath(os.path.join("/", strip_annotation(name)), "/"))
         if not os.path.isfile(path):
-            raise missing_input_error(name, self.input_dir(), self.input_files(None))
+            raise pack_folders.missing_input_error(name, self.input_dir(), self.input_files(None))
         return path
 
     # ---- progress and interrupts ----
@@ -211,7 +151,7 @@ class StandaloneHost:
         return StandaloneProgress(self, total, node_id)
 
     def interrupt(self) -> None:
-        """Ask the running work to stop at its next check (Ctrl-C in the CLI, tests)."""
+        """Ask the running work to stop at its next check (what the Cancel button does in ComfyUI)."""
         self._interrupted.set()
 
     def clear_interrupt(self) -> None:

@@ -1,0 +1,131 @@
+"""The stages of a run, shared by the CLI and the nodes: encode, sample, decode, write.
+
+Each stage places its model through the one placement mechanism, asks the host for room first
+(inside ComfyUI: ComfyUI moves its own models away; alone: nothing to do), and turns a device
+out-of-memory into an OutOfMemoryError that carries the planner's advice (the OOM policy).
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import torch
+
+from ..runtime.devices import free_bytes, is_cuda, main_device, total_bytes
+from ..runtime.oom import oom_guard
+from ..runtime.placement import Placement, module_bytes
+from ..sampling import SamplingHooks, SamplingOptions, SamplingResult, sample
+from ..sampling.noise import plan_from_latent
+from .dit import LoadedDiT, RunShape
+from .memory import PlacementPlan, budget_bytes, plan_placement
+from .settings import SwapRequest
+
+
+class RunHost(Protocol):
+    """What a stage needs from its surroundings (ComfyUI's host implements it too)."""
+
+    def devices(self) -> tuple[torch.device, torch.device]: ...
+    def device_memory(self, device: torch.device) -> tuple[int, int]: ...
+    def free_device_memory(self, nbytes: int, device: torch.device) -> None: ...
+
+
+class LocalHost:
+    """A run on its own (CLI, scripts): one main device, the CPU as offload, nobody else to ask."""
+
+    def __init__(self, device: str | torch.device = "auto"):
+        self.main = main_device(device)
+
+    def devices(self) -> tuple[torch.device, torch.device]:
+        return self.main, torch.device("cpu")
+
+    def device_memory(self, device: torch.device) -> tuple[int, int]:
+        if not is_cuda(device):
+            return 0, 0
+        return int(free_bytes(device) or 0), int(total_bytes(device) or 0)
+
+    def free_device_memory(self, nbytes: int, device: torch.device) -> None:
+        return None
+
+
+@dataclass
+class SampleOutcome:
+    result: SamplingResult
+    placement: PlacementPlan
+    notes: list[str] = field(default_factory=list)
+
+
+def run_shape(options: SamplingOptions, size: tuple[int, int, int] | None, init_latent) -> RunShape:
+    cfg_batched = options.cfg_scale > 1 and options.cfg_mode == "batched"
+    if init_latent is not None:
+        plan = plan_from_latent(tuple(init_latent.shape))
+        return RunShape(plan.width, plan.height, plan.frames, plan.batch, cfg_batched)
+    return RunShape(*size, 1, cfg_batched)
+
+
+def sample_video(dit: LoadedDiT, embeds, options: SamplingOptions, *, size: tuple[int, int, int] | None = None,
+                 init_latent=None, keyframe_latent=None, loras=(), cache=None, hooks: SamplingHooks | None = None,
+                 swap: SwapRequest = SwapRequest(), budget_gb: float | None = None,
+                 host: RunHost | None = None) -> SampleOutcome:
+    """LoRAs synced, the DiT placed for this video, then the one sampling loop under the OOM policy."""
+    host = host or LocalHost(dit.main)
+    notes = [text] if (text := dit.sync_loras(tuple(loras))) else []
+    shape = run_shape(options, size, init_latent)
+    _, total = host.device_memory(dit.main)
+    budget = budget_bytes(budget_gb, dit.main, total or None)
+    placement = plan_placement(dit.plan_inputs(shape), swap, budget, dit.main)
+    notes += [placement.note] if placement.note else []
+    host.free_device_memory(placement.plan.peak, dit.main)
+    if placement.swap is None:
+        dit.placement.resident()
+    else:
+        notes.append(dit.placement.swapped(placement.swap).summary())
+    given = {} if init_latent is not None else dict(zip(("width", "height", "frames"), size))
+    with oom_guard(placement.plan.inputs, stage="sampling", budget=budget, device=dit.main):
+        result = sample(dit.transformer, embeds, options, **given, init_latent=init_latent,
+                        keyframe_latent=keyframe_latent, cache=cache, hooks=hooks, device=dit.main)
+    notes += list(result.notes)
+    if result.cache is not None:
+        notes.append(str(result.cache))
+    return SampleOutcome(result, placement, notes)
+
+
+def encode_prompts(encoder, prompt: str, negative: str | None, template, host: RunHost | None = None):
+    """Both prompts in one call; the towers visit the main device one at a time."""
+    from ..text.memory import encode_device_bytes
+    host = host or LocalHost(encoder.device)
+    if encoder.device != encoder.offload_device and encoder.device.type != "cpu":
+        host.free_device_memory(encode_device_bytes(encoder, template=template), encoder.device)
+    return encoder.encode(prompt, negative_prompt=negative, template=template)
+
+
+@contextmanager
+def vae_visit(vae, main: torch.device, offload: torch.device, host: RunHost | None = None):
+    """The VAE on the main device for the block (room asked for first), home again afterwards."""
+    host = host or LocalHost(main)
+    host.free_device_memory(module_bytes(vae), main)
+    with Placement(vae, main, offload, what="VAE").visit():
+        yield vae
+
+
+@dataclass
+class DecodeOutcome:
+    video: torch.Tensor              # [B, 3, F, H, W] on the CPU, not clamped
+    description: str                 # which tiles worked, and any out-of-memory retries
+
+
+def decode_latent(vae, latent: torch.Tensor, tiling, *, main: torch.device, offload: torch.device,
+                  progress: Callable[[int, int], None] | None = None, host: RunHost | None = None) -> DecodeOutcome:
+    """The VAE visits the main device for the decode; an out-of-memory retries with smaller tiles."""
+    with vae_visit(vae, main, offload, host):
+        video = vae.decode(latent, tiling=tiling, output_device="cpu", progress=progress)
+    report = vae.last_decode_report
+    return DecodeOutcome(video, report.describe() if report is not None else "decoded")
+
+
+def encode_video(vae, video: torch.Tensor, tiling, *, main: torch.device, offload: torch.device,
+                 host: RunHost | None = None) -> torch.Tensor:
+    """Frames [B, 3, F, H, W] -> raw latent (the posterior's mode), with the VAE visiting the main device."""
+    with vae_visit(vae, main, offload, host):
+        posterior = vae.encode(video, tiling=tiling)
+        return posterior.mode().float().cpu()
