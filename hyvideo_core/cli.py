@@ -11,13 +11,15 @@ the written file's path is the only line on stdout.
 from __future__ import annotations
 
 import argparse
-import logging
+import contextlib
+import os
 import sys
 import tempfile
 from pathlib import Path
 
 from .errors import HyVideoError, InvalidInputError
 from .run.choices import ATTENTION_BACKENDS, CACHE_NAMES, DEFAULTS, SOLVER_NAMES, VAE_TILING, WEIGHT_FORMATS
+from .run.ranks import ParallelRequest
 from .run.settings import CacheRequest, GenerateSettings, ModelFiles, SwapRequest
 from .terminal import NoteLog, TerminalReporter
 
@@ -91,6 +93,24 @@ def _memory_args(p: argparse.ArgumentParser, plan: bool = False) -> None:
     if plan:
         m.add_argument("--cfg", action="store_true", help="true CFG batched (doubles activations)")
         m.add_argument("--tiling", choices=VAE_TILING, default=DEFAULTS.vae_tiling, help="VAE decode tiling")
+    _parallel_args(p, plan)
+
+
+def _parallel_args(p: argparse.ArgumentParser, plan: bool) -> None:
+    g = p.add_argument_group("several GPUs" + (" (the plan is per GPU)" if plan else
+                                               " (start with torchrun --nproc_per_node N)"))
+    if plan:
+        g.add_argument("--gpus", type=int, default=None,
+                       help="GPUs of the run: ulysses x ring x (2 with --cfg-parallel) (default: that product)")
+    g.add_argument("--ulysses-degree", type=int, default=1,
+                   help="sequence parallel: attention heads split over this many GPUs (divides the 24 heads)")
+    g.add_argument("--ring-degree", type=int, default=1,
+                   help="sequence parallel: K/V passed around a ring of this many GPUs")
+    g.add_argument("--cfg-parallel", action="store_true",
+                   help="true CFG's cond and uncond halves on different GPUs (implies --cfg)" if plan else
+                   "true CFG's cond and uncond halves on different GPUs (needs --cfg-scale > 1)")
+    if not plan:
+        g.add_argument("--vae-parallel", action="store_true", help="spread the VAE decode's tiles over the GPUs")
 
 
 def _generate_args(p: argparse.ArgumentParser) -> None:
@@ -137,17 +157,27 @@ def _run_generate(args, notes: NoteLog) -> int:
     settings = _settings(args)
     files = _demo_files() if args.demo else _model_files(args)
     checked = check_run(files, settings)
+    leader = os.environ.get("RANK", "0") == "0"
+    if not leader:
+        notes.silence()
+    with TerminalReporter(notes) if leader else contextlib.nullcontext(None) as reporter:
+        if leader:
+            _header(checked, args.demo)
+            for note in checked.notes:
+                notes.show(note)
+        result = run_checked(checked, reporter=reporter)
+    if leader:
+        print(result.summary(), file=sys.stderr)
+        print(result.path)
+    return 0
+
+
+def _header(checked, demo: bool) -> None:
     s = checked.settings
     print(f"hyvideo: {s.width}x{s.height}x{s.frames}, {s.sampling.steps} steps, seed {s.sampling.seed}, "
           f"{s.swap.describe()}, {s.cache.describe()}"
-          f"{' (demo model, random weights)' if args.demo else ''}", file=sys.stderr)
-    for note in checked.notes:
-        notes.show(note)
-    with TerminalReporter(notes) as reporter:
-        result = run_checked(checked, reporter=reporter)
-    print(result.summary(), file=sys.stderr)
-    print(result.path)
-    return 0
+          f"{', ' + s.parallel.describe() if s.parallel.active else ''}"
+          f"{' (demo model, random weights)' if demo else ''}", file=sys.stderr)
 
 
 def _untouched(args, key: str) -> bool:
@@ -197,14 +227,15 @@ def _settings(args) -> GenerateSettings:
         width=args.width, height=args.height, frames=args.frames, sampling=sampling,
         weight_format=args.weight_format, attention=args.attention, swap=SwapRequest.parse(args.swap),
         budget_gb=args.vram_gb, cache=CacheRequest(args.cache, args.cache_threshold), tiling=args.tiling,
-        fps=args.fps, crf=args.crf, device=args.device)
+        fps=args.fps, crf=args.crf, device=args.device,
+        parallel=ParallelRequest(args.ulysses_degree, args.ring_degree, args.cfg_parallel, args.vae_parallel))
 
 
 def _run_plan(args, notes: NoteLog) -> int:
     from .run.memory import budget_bytes, plan_placement
     from .run.validate import check_size
     from .runtime.devices import is_cuda, main_device
-    from .runtime.planner import PlanInputs
+    from .runtime.planner import PlanInputs, check_parallel
 
     size = check_size(args.width, args.height, args.frames)
     for note in size.adjustments:
@@ -217,14 +248,20 @@ def _run_plan(args, notes: NoteLog) -> int:
     budget = budget_bytes(budget_gb, device)
     tiles = {} if args.tiling == "auto" else dict(vae_tile_px=None, vae_tile_frames=None)
     attention = "sdpa" if args.attention == "auto" else args.attention
+    if args.cfg_parallel and not args.cfg:
+        notes.show("--cfg-parallel: planning true CFG (the cond and uncond halves it splits)")
     inputs = PlanInputs(weight_format=args.weight_format, width=size.width, height=size.height, frames=size.frames,
-                        cfg_batched=args.cfg, attention=attention, **tiles)
+                        cfg_batched=args.cfg or args.cfg_parallel, attention=attention,
+                        ulysses_degree=args.ulysses_degree, ring_degree=args.ring_degree,
+                        cfg_parallel=args.cfg_parallel, **tiles)
+    check_parallel(inputs, gpus=inputs.gpus if args.gpus is None else args.gpus)
     placement = plan_placement(inputs, swap, budget, device)
     if placement.note:
         notes.show(placement.note)
     print(placement.plan.describe())
     verdict = "fits" if placement.plan.fits(budget) else "does NOT fit"
-    print(f"{verdict} in {budget / 2**30:.1f} GiB")
+    card = f" per GPU (each of the {inputs.gpus})" if inputs.gpus > 1 else ""
+    print(f"{verdict} in {budget / 2**30:.1f} GiB{card}")
     return 0
 
 

@@ -40,3 +40,17 @@ class NumericsError(HyVideoError):
 
 class CancelledError(HyVideoError):
     """The host asked to stop (e.g. ComfyUI's interrupt); raised between steps."""
+
+
+def finite_number(parameter: str, value, hint: str = "") -> float:
+    """`value` as a float if it is a real, finite number (not a bool), else an InvalidInputError
+    naming the parameter and what was found; `hint` says what to give instead."""
+    import math
+    import numbers
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InvalidInputError(f"{parameter}: expected a number, got {type(value).__name__} {value!r}."
+                                + (f" {hint}" if hint else ""))
+    if not math.isfinite(value):
+        raise InvalidInputError(f"{parameter}: {value!r} is not a finite number (NaN and infinity are refused)."
+                                + (f" {hint}" if hint else ""))
+    return float(value)

@@ -44,6 +44,10 @@ class NoteLog(logging.Handler):
     def show(self, note: str) -> None:
         self._print("note", note)
 
+    def silence(self) -> None:
+        """Show nothing more (the ranks other than 0 of a parallel run: rank 0 speaks for all)."""
+        self._print = lambda kind, text: None
+
     def _print(self, kind: str, text: str) -> None:
         text = text.strip().rstrip(".")
         if not text or any(text in seen or seen in text for seen in self.shown):

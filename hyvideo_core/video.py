@@ -7,7 +7,9 @@ callback raising between frames) never leaves a half-written file behind.
 """
 from __future__ import annotations
 
+import errno
 import logging
+import math
 import os
 import re
 import uuid
@@ -82,16 +84,48 @@ def format_for(path: str | os.PathLike, format: str | None = None) -> VideoForma
 
 def numbered_path(folder: str | os.PathLike, prefix: str, extension: str) -> Path:
     """Next free `<folder>/<prefix>_NNNNN<extension>`; `prefix` may hold sub-folders ("hv/clip")."""
+    if not isinstance(prefix, str) or not prefix.strip() or "\x00" in prefix:
+        raise InvalidInputError(f"filename_prefix: {prefix!r} is not a usable file name; give a name such as "
+                                "'HunyuanVideo' or 'hyvideo/clip'.")
     root = Path(folder).resolve()
     target = (root / prefix).resolve()
     if root != target and root not in target.parents:
         raise InvalidInputError(f"filename_prefix: {prefix!r} points outside the output folder {root}; "
                                 f"use a plain name or a sub-folder inside it.")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if target == root or not target.name:
+        raise InvalidInputError(f"filename_prefix: {prefix!r} names the output folder itself; add a file name, "
+                                "e.g. 'hyvideo/clip'.")
+    make_folder(target.parent, "filename_prefix")
     pattern = re.compile(re.escape(target.name) + r"_(\d+)" + re.escape(extension) + "$")
-    taken = [int(m.group(1)) for f in os.listdir(target.parent) if (m := pattern.match(f))]
+    try:
+        names = os.listdir(target.parent)
+    except OSError as error:
+        reason = error.strerror or error
+        raise InvalidInputError(f"filename_prefix: the folder {target.parent} cannot be read ({reason}); choose "
+                                "another output folder or fix its permissions.") from error
+    taken = [int(m.group(1)) for f in names if (m := pattern.match(f))]
     counter = max(taken, default=0) + 1
     return target.parent / f"{target.name}_{counter:05d}{extension}"
+
+
+# OSError numbers that mean "this place cannot take a file" (a bad path, not a failing device).
+_PLACE_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EEXIST}
+
+
+def make_folder(folder: Path, parameter: str = "path") -> Path:
+    """Create `folder` (and its parents), or an InvalidInputError naming it when it cannot be: a
+    parent is a file, the place is read-only, ..."""
+    folder = Path(folder)
+    blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise InvalidInputError(f"{parameter}: cannot create the folder {folder}: {blocker} is a file, not a "
+                                "folder; choose another path or move that file.")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InvalidInputError(f"{parameter}: cannot create the folder {folder} ({error.strerror or error}); "
+                                "choose a folder you can write to.") from error
+    return folder
 
 
 def write_video(frames: torch.Tensor | np.ndarray, path: str | os.PathLike, fps: float = 24.0,
@@ -103,23 +137,35 @@ def write_video(frames: torch.Tensor | np.ndarray, path: str | os.PathLike, fps:
     `should_stop` is called before every frame; whatever it raises aborts the write and no file
     (complete or partial) is left at `path`.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise InvalidInputError(f"path: expected a file path, got {type(path).__name__}.")
     fmt = format_for(path, format)
-    if not fps > 0:
-        raise InvalidInputError(f"fps: must be positive, got {fps}.")
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or not fps > 0:
+        raise InvalidInputError(f"fps: must be a positive, finite number, got {fps!r}.")
     array = _even_sized(frames_to_uint8(frames), fmt)
     crf = _checked_crf(fmt, crf)
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.is_dir():
+        raise InvalidInputError(f"path: {final} is a folder; give a file name such as {final / ('video' + fmt.extension)}.")
+    make_folder(final.parent, "path")
     temp = final.with_name(f".{final.stem}.{uuid.uuid4().hex[:8]}.partial{fmt.extension}")
     try:
         if fmt.codec is None:
             _write_gif(array, temp, fps, should_stop)
         else:
             _write_ffmpeg(array, temp, fps, fmt, crf, should_stop)
+        if not temp.is_file():   # ffmpeg reports a file it cannot create only on its stderr
+            raise InvalidInputError(f"path: cannot write the video {final}: ffmpeg could not create a file in "
+                                    f"{final.parent} (read-only, or no permission?). Choose a folder you can write "
+                                    "to; no partial file was left.")
         os.replace(temp, final)
-    except BaseException:
+    except BaseException as error:
         temp.unlink(missing_ok=True)
-        raise
+        if isinstance(error, OSError) and error.errno in _PLACE_ERRORS:
+            raise InvalidInputError(f"path: cannot write the video {final} ({error.strerror or error}); the folder "
+                                    f"{final.parent} is read-only or not writable for this user. Choose a folder you "
+                                    "can write to; no partial file was left.") from error
+        raise   # e.g. a full disk: the OSError as it is, the partial file removed
     return final
 
 
@@ -130,10 +176,22 @@ def read_video(path: str | os.PathLike) -> VideoClip:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise InvalidInputError(f"video: file {path!r} does not exist.")
-    meta = iio.immeta(path)
-    frames = iio.imread(path, index=None)
-    if frames.ndim == 3:  # a single-frame file
+    if os.path.getsize(path) == 0:
+        raise InvalidInputError(f"video {path}: the file is empty (0 bytes); upload or copy it again.")
+    try:
+        meta = iio.immeta(path)
+        frames = np.asarray(iio.imread(path, index=None))
+    except Exception as error:  # noqa: BLE001 - ffmpeg / Pillow fail in many ways on a damaged file
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InvalidInputError(f"video {path}: cannot be decoded ({detail[:200]}). The file is damaged, empty or "
+                                "not a video; re-encode it (e.g. to H.264 mp4) or choose another file.") from error
+    if frames.ndim == 3 and frames.size:  # a single-frame file
         frames = frames[None]
+    if frames.ndim != 4 or frames.shape[0] == 0 or frames.size == 0:
+        raise InvalidInputError(f"video {path}: holds no frames (decoded shape {list(frames.shape)}); choose a video "
+                                "with at least one frame.")
+    if frames.shape[-1] == 1:  # greyscale
+        frames = np.repeat(frames, 3, axis=-1)
     frames = frames[..., :3]
     fps = meta.get("fps")
     if fps is None and meta.get("duration"):  # gif: per-frame duration in ms

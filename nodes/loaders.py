@@ -15,7 +15,7 @@ import torch
 import hyvideo_core
 from hyvideo_core.errors import CheckpointError
 from hyvideo_core.run import LoadedDiT, load_dit
-from hyvideo_core.run.choices import ATTENTION_BACKENDS, DEFAULTS, PRECISION_DTYPES, PRECISIONS, WEIGHT_FORMATS
+from hyvideo_core.run.choices import ATTENTION_BACKENDS, DEFAULTS, PRECISIONS, WEIGHT_FORMATS, check_choice, parse_dtype
 
 from .host import host
 from .model_handle import HyVideoModel, HyVideoVAE
@@ -23,6 +23,18 @@ from .model_handle import HyVideoModel, HyVideoVAE
 CATEGORY = "HunyuanVideo/loaders"
 TOKENIZER_FOLDERS = {"llm": ("llama_tokenizer", os.path.join("comfy", "text_encoders", "llama_tokenizer")),
                      "clip": ("clip_tokenizer", os.path.join("comfy", "sd1_tokenizer"))}
+
+
+TEXT_STORAGE = ("auto", "compute", "fp8_e4m3fn", "fp8_e5m2")
+TEXT_DEVICES = ("main", "cpu")
+
+
+def check_inputs(**inputs) -> None:
+    """A direct call (an API prompt skips nothing, but a script may call the node) with a value outside
+    a combo's list: an InvalidInputError naming the input and its choices, instead of a KeyError.
+    Each keyword is `name=(value, choices)`."""
+    for name, (value, choices) in inputs.items():
+        check_choice(name, value, choices)
 
 
 def file_stamp(kind: str, name: str):
@@ -93,6 +105,8 @@ class HyVideoModelLoader:
         return file_stamp("diffusion_models", model_name)
 
     def load(self, model_name, base_precision, weight_format, attention, block_swap=None, compile=None):
+        check_inputs(base_precision=(base_precision, PRECISIONS), weight_format=(weight_format, WEIGHT_FORMATS),
+                     attention=(attention, ATTENTION_BACKENDS))
         path = host.full_path("diffusion_models", model_name)
         stat = os.stat(path)
         main, offload = host.devices()
@@ -109,8 +123,9 @@ class HyVideoModelLoader:
     def _load(self, path, base_precision, weight_format, attention, block_swap, compile) -> LoadedDiT:
         main, offload = host.devices()
         with host.interruptible():
-            loaded = load_dit(path, dtype=PRECISION_DTYPES[base_precision], weight_format=weight_format, attention=attention,
-                              main=main, offload=offload, swapping=block_swap is not None and block_swap.request.active,
+            loaded = load_dit(path, dtype=parse_dtype(base_precision, "base_precision"), weight_format=weight_format,
+                              attention=attention, main=main, offload=offload,
+                              swapping=block_swap is not None and block_swap.request.active,
                               compile_options=None if compile is None else compile.options())
         host.register_unloadable(loaded)
         return loaded
@@ -151,9 +166,10 @@ class HyVideoVAELoader:
         return file_stamp("vae", vae_name)
 
     def load(self, vae_name, precision):
+        check_inputs(precision=(precision, ("auto", *PRECISIONS)))
         path = host.full_path("vae", vae_name)
         main, offload = host.devices()
-        dtype = PRECISION_DTYPES.get(precision)
+        dtype = None if precision == "auto" else parse_dtype(precision, "precision")
         if dtype is None and main.type == "cpu":
             dtype = torch.float32
         vae = hyvideo_core.load_vae(path, dtype=dtype, device=offload)  # visits the GPU only while in use
@@ -216,11 +232,11 @@ class HyVideoTextEncoderLoader:
                                                "folder (shown as 'name/')."}),
             "precision": (["auto", *PRECISIONS], {
                 "default": "auto", "tooltip": "Compute dtype: auto = fp16 on a GPU (the reference), fp32 on a CPU."}),
-            "llm_format": (["auto", "compute", "fp8_e4m3fn", "fp8_e5m2"], {
+            "llm_format": (list(TEXT_STORAGE), {
                 "default": "auto",
                 "tooltip": "Llama weight storage: auto keeps an fp8 file in fp8 (about 8 GB instead of 15); compute "
                            "stores them in the compute dtype; fp8_* casts them to fp8."}),
-            "device": (["main", "cpu"], {
+            "device": (list(TEXT_DEVICES), {
                 "default": "main",
                 "tooltip": "Where the towers run: main (the GPU; they visit it only while encoding) or cpu "
                            "(slow, but never uses GPU memory)."}),
@@ -246,12 +262,15 @@ class HyVideoTextEncoderLoader:
         return tuple(file_stamp("text_encoders", n) if not n.endswith("/") else n for n in (llm_name, clip_name))
 
     def load(self, llm_name, clip_name, precision, llm_format, device):
+        check_inputs(precision=(precision, ("auto", *PRECISIONS)), llm_format=(llm_format, TEXT_STORAGE),
+                     device=(device, TEXT_DEVICES))
         llm, clip = text_encoder_path(llm_name), text_encoder_path(clip_name)
         main, offload = host.devices()
         run_on = offload if device == "cpu" else main
         encoder = hyvideo_core.load_text_encoder(
             llm, clip, tokenizer=tokenizer_folder("llm", llm), clip_tokenizer=tokenizer_folder("clip", clip),
-            dtype=PRECISION_DTYPES.get(precision), device=run_on, offload_device=offload, llm_storage=llm_format)
+            dtype=None if precision == "auto" else parse_dtype(precision, "precision"), device=run_on,
+            offload_device=offload, llm_storage=llm_format)
         info = encoder.info
         names = [os.path.basename(source.rstrip("/")) for source in (info.llm_source, info.clip_source)]
         text = f"Llama {names[0]} + CLIP {names[1]}, {info.dtype}, storage {info.llm_storage}, runs on {info.device}"

@@ -20,6 +20,8 @@ BLOCKS_HELP = ("Optional per-block strengths, multiplied with strength: items li
 
 
 def parse_blocks(text: str) -> BlockStrengths | None:
+    if not isinstance(text, str):
+        raise InvalidInputError(f"blocks: expected text such as 'double:0-9=0.5', got {type(text).__name__}.")
     return BlockStrengths.parse(text) if text.strip() else None
 
 
@@ -63,8 +65,8 @@ class HyVideoLoraSelect:
         if self.file is None or self.file[0] != stamp:
             self.file = (stamp, load_lora(stamp[0], name=os.path.splitext(os.path.basename(lora_name))[0]))
         lora = self.file[1]
-        spec = LoraSpec(lora, float(strength), parse_blocks(blocks))
-        text = f"{lora.name} ({lora.format}, {len(lora.modules)} modules) x{strength:g}"
+        spec = LoraSpec(lora, strength, parse_blocks(blocks))   # refuses a NaN/inf strength, naming the LoRA
+        text = f"{lora.name} ({lora.format}, {len(lora.modules)} modules) x{spec.strength:g}"
         if lora.unmatched:
             text += f"; {len(lora.unmatched)} keys not used (first: {lora.unmatched[0].key}: {lora.unmatched[0].reason})"
         return {"ui": {"text": [text]}, "result": (model.with_lora(spec),)}

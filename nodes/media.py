@@ -47,9 +47,20 @@ def read_image(path: str) -> torch.Tensor:
         with Image.open(path) as image:
             rgb = ImageOps.exif_transpose(image).convert("RGB")
             array = np.asarray(rgb, dtype=np.float32) / 255.0
-    except OSError as error:
-        raise InvalidInputError(f"image {os.path.basename(path)}: cannot be read as an image ({error}).") from error
+    except Exception as error:  # noqa: BLE001 - Pillow raises OSError, ValueError, SyntaxError, DecompressionBombError ...
+        raise InvalidInputError(f"image {os.path.basename(path)}: cannot be read as an image "
+                                f"({type(error).__name__}: {error}). The file is damaged, empty or not an image; "
+                                "save it again as PNG or JPEG.") from error
+    if array.ndim != 3 or 0 in array.shape:
+        raise InvalidInputError(f"image {os.path.basename(path)}: holds no pixels (size {list(array.shape[:2])}).")
     return torch.from_numpy(array)[None]
+
+
+def check_counts(**counts) -> None:
+    """Whole numbers at or above their minimum: `name=(value, minimum)` (a direct call skips the widgets' limits)."""
+    for name, (value, minimum) in counts.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise InvalidInputError(f"{name}: expected a whole number >= {minimum}, got {value!r}.")
 
 
 class HyVideoLoadImage:
@@ -117,6 +128,9 @@ class HyVideoLoadVideo:
         return input_stamp(video)
 
     def load(self, video, frame_load_cap, skip_first_frames, select_every_nth, resize_width, resize_height):
+        check_counts(frame_load_cap=(frame_load_cap, 0), skip_first_frames=(skip_first_frames, 0),
+                     select_every_nth=(select_every_nth, 1), resize_width=(resize_width, 0),
+                     resize_height=(resize_height, 0))
         if (resize_width == 0) != (resize_height == 0):
             raise InvalidInputError(f"resize_width {resize_width} / resize_height {resize_height}: give both to "
                                     "resize, or set both to 0 to keep the size.")

@@ -37,6 +37,15 @@ class HyVideoMemoryPlan:
         }, "optional": {
             "model": ("HYVIDEO_MODEL", {"tooltip": "A loaded model: its exact weights (fp8, GGUF, LoRAs) are "
                                                    "counted instead of weight_format."}),
+            "ulysses_degree": ("INT", {"default": 1, "min": 1, "max": 24,
+                                       "tooltip": "Several GPUs: attention heads split over this many GPUs "
+                                                  "(divides the 24 heads); the plan is then per GPU."}),
+            "ring_degree": ("INT", {"default": 1, "min": 1, "max": 64,
+                                    "tooltip": "Several GPUs: K/V passed around a ring of this many GPUs. "
+                                               "GPUs = ulysses x ring (x 2 with cfg_parallel)."}),
+            "cfg_parallel": ("BOOLEAN", {"default": False,
+                                         "tooltip": "Several GPUs: true CFG's cond and uncond halves on "
+                                                    "different GPUs (needs true_cfg_scale above 1)."}),
         }}
 
     RETURN_TYPES = ("STRING",)
@@ -47,7 +56,8 @@ class HyVideoMemoryPlan:
     CATEGORY = "HunyuanVideo/memory"
 
     def estimate(self, width, height, frames, weight_format, attention, double_blocks_to_swap, single_blocks_to_swap,
-                 true_cfg_scale, vae_tiling, vram_budget_gb, model=None):
+                 true_cfg_scale, vae_tiling, vram_budget_gb, model=None, ulysses_degree=1, ring_degree=1,
+                 cfg_parallel=False):
         size = check_size(width, height, frames, ("width", "height", "frames"))
         main, _ = host.devices()
         _, total = host.device_memory(main)
@@ -60,6 +70,7 @@ class HyVideoMemoryPlan:
         else:
             inputs = PlanInputs(weight_format=weight_format, width=shape.width, height=shape.height,
                                 frames=shape.frames, cfg_batched=shape.cfg_batched, attention=attention, **tiles)
+        inputs = inputs.replace(ulysses_degree=ulysses_degree, ring_degree=ring_degree, cfg_parallel=cfg_parallel)
         lines = list(size.adjustments)
         try:
             placement = plan_placement(inputs, swap, budget, main)
@@ -72,7 +83,8 @@ class HyVideoMemoryPlan:
             lines.insert(0, f"{main} has no device memory limit to check against")
         else:
             verdict = "fits" if result.peak <= budget else "does NOT fit"
-            lines.insert(0, f"{verdict} in {budget / GiB:.1f} GiB ({str(main)})")
+            card = f" per GPU, each of {inputs.gpus}" if inputs.gpus > 1 else ""
+            lines.insert(0, f"{verdict} in {budget / GiB:.1f} GiB ({str(main)}{card})")
         text = "\n".join([*lines, result.describe()])
         return {"ui": {"text": [text]}, "result": (text,)}
 

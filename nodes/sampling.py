@@ -9,6 +9,7 @@ from hyvideo_core.run.choices import CFG_MODES, DEFAULTS, SOLVER_NAMES
 from hyvideo_core.sampling import SamplingHooks, SamplingOptions, plan_from_latent, plan_latent
 
 from .host import host
+from .loaders import check_inputs
 
 
 def sampling_hooks(total: int, node_id: str | None) -> SamplingHooks:
@@ -78,6 +79,7 @@ class HyVideoSampler:
 
     def sample(self, model, embeds, width, height, frames, steps, shift, embedded_guidance, true_cfg_scale, cfg_mode,
                seed, denoise, solver, samples=None, cache=None, keyframes=None, unique_id=None):
+        check_inputs(solver=(solver, SOLVER_NAMES), cfg_mode=(cfg_mode, CFG_MODES))
         options = SamplingOptions(steps=steps, shift=shift, solver=solver, seed=seed,
                                   embedded_guidance=embedded_guidance, cfg_scale=true_cfg_scale, cfg_mode=cfg_mode,
                                   denoise=denoise)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import os
 
+import torch
+
+from hyvideo_core.errors import InvalidInputError
+from hyvideo_core.run.choices import check_choice
 from hyvideo_core.video import FORMATS, numbered_path, write_video
 
 from .host import host
@@ -36,6 +40,11 @@ class HyVideoSaveVideo:
     CATEGORY = "HunyuanVideo/output"
 
     def save(self, images, filename_prefix, format, fps, crf):
+        check_choice("format", format, tuple(FORMATS))
+        if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[-1] != 3 or not len(images):
+            found = list(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise InvalidInputError(f"images: expected frames [frames, height, width, 3] (an IMAGE, e.g. from VAE "
+                                    f"Decode) with at least one frame, got {found}.")
         output = host.output_dir()
         path = numbered_path(output, filename_prefix, FORMATS[format].extension)
         notes = []

@@ -107,3 +107,17 @@ def test_help_shows_defaults_and_a_bare_generate_points_to_the_demo(tmp_path, ca
     assert "--demo" in capsys.readouterr().err
     assert main(["generate", "--models-dir", str(tmp_path / "missing")]) == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+def test_plan_per_gpu_under_sequence_parallel(capsys):
+    assert main(["plan", "--width", "1280", "--height", "720", "--gpus", "8", "--ulysses-degree", "8",
+                 "--vram-gb", "32", "--swap", "off"]) == 0
+    out = capsys.readouterr().out
+    assert "per GPU of 8 (ulysses 8 x ring 1)" in out and "14850 of 118800 image tokens" in out
+    assert out.strip().endswith("fits in 32.0 GiB per GPU (each of the 8)")
+    assert main(["plan", "--width", "1280", "--height", "720", "--vram-gb", "32", "--swap", "off"]) == 0
+    assert capsys.readouterr().out.strip().endswith("does NOT fit in 32.0 GiB")   # one card alone
+    assert main(["plan", "--gpus", "8", "--ulysses-degree", "4"]) == 2
+    assert "1x8, 2x4, 4x2, 8x1" in capsys.readouterr().err
+    assert main(["plan", "--gpus", "8", "--ulysses-degree", "16", "--ring-degree", "1"]) == 2
+    assert "allowed: 1, 2, 3, 4, 6, 8, 12, 24" in capsys.readouterr().err

@@ -147,3 +147,43 @@ def test_routes_recorded_before_a_host_is_installed_are_handed_to_it(no_host, ho
     no_host.register_route("GET", "/hyvideo/test", handler)
     host_module.install_host(host)
     assert ("GET", "/hyvideo/test", handler) in host.routes
+
+
+def test_native_model_needs_comfyui_here(host, no_host):
+    """The standalone host has no ComfyUI samplers or memory manager: asking for a native MODEL is a
+    clear error (inside ComfyUI, tests/test_comfyui_native.py runs it); so is asking a NoHost."""
+    assert "native_model" in host_module.HOST_METHODS
+    with pytest.raises(HyVideoError, match="inside ComfyUI"):
+        host.native_model(object(), shift=7.0)
+    with pytest.raises(HyVideoError, match="inside ComfyUI"):
+        no_host.native_model(object())
+
+
+def test_the_native_bridge_node_reports_that_it_needs_comfyui(tmp_path):
+    from harness import pack_runner
+    prompt = {"1": {"class_type": "HyVideoModelLoader",
+                    "inputs": {"model_name": "tiny.safetensors", "base_precision": "fp32", "weight_format": "auto",
+                               "attention": "sdpa"}},
+              "2": {"class_type": "HyVideoToNativeModel", "inputs": {"model": ["1", 0], "shift": 7.0}},
+              "3": {"class_type": "HyVideoTestSink", "inputs": {"model": ["2", 0]}}}
+
+    class Sink:
+        RETURN_TYPES = ()
+        OUTPUT_NODE = True
+        FUNCTION = "run"
+        CATEGORY = "tests"
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"model": ("MODEL", {"tooltip": "m"})}}
+
+        def run(self, model):
+            return {}
+
+    from tiny_models import write_dit
+    write_dit(tmp_path / "models" / "diffusion_models" / "tiny.safetensors", torch.float32)
+    runner = pack_runner(models_dir=tmp_path / "models", output_dir=tmp_path / "out",
+                         extra_nodes={"HyVideoTestSink": Sink})
+    result = runner.run(prompt)
+    assert result.error is not None and result.error["node_id"] == "2", result.error
+    assert "inside ComfyUI" in result.error["exception_message"]

@@ -150,3 +150,160 @@ def test_auto_swap_keeps_an_asked_for_txt_in_offload():
     roomy = 80 * GiB
     assert auto_swap(PlanInputs(weight_format="fp8_scaled", offload_txt_in=True), budget=roomy).inputs.offload_txt_in
     assert not auto_swap(PlanInputs(weight_format="fp8_scaled"), budget=roomy).inputs.offload_txt_in
+
+
+# -- several GPUs: the plan per GPU ----------------------------------------------------------------
+
+ACT = "block activations (peak)"
+WEIGHTS = "DiT weights (resident)"
+P720 = dict(weight_format="bf16", width=1280, height=720, frames=129)
+
+
+@pytest.mark.parametrize("axis", ["ulysses_degree", "ring_degree"])
+def test_activations_per_gpu_fall_as_the_degree_grows_and_weights_stay(axis):
+    plans = [plan(PlanInputs(**P720, **{axis: degree})) for degree in (1, 2, 4, 8)]
+    activations = [p.breakdown[ACT] for p in plans]
+    assert activations == sorted(activations, reverse=True) and len(set(activations)) == 4, activations
+    assert activations[-1] < activations[0] / 4   # 8 GPUs: 1/8 of the tokens each, plus exchange buffers
+    assert {p.breakdown[WEIGHTS] for p in plans} == {plans[0].breakdown[WEIGHTS]}
+    assert "14850 of 118800 image tokens" in plans[-1].describe()
+    assert "per GPU of 8" in plans[-1].describe()
+
+
+def test_mixed_degrees_and_uneven_sequences_are_priced_per_gpu():
+    four_by_two = plan(PlanInputs(**P720, ulysses_degree=4, ring_degree=2))
+    assert plan(PlanInputs(**P720, ulysses_degree=8)).breakdown[ACT] < four_by_two.breakdown[ACT] \
+        < plan(PlanInputs(**P720, ulysses_degree=4)).breakdown[ACT]
+    uneven = plan(PlanInputs(**P720, ring_degree=7))     # 118800 / 7 is not whole: padded up
+    assert "16972 of 118800 image tokens (padded by 4)" in uneven.describe()
+
+
+def test_attention_under_sequence_parallel_holds_the_head_shard_or_ring_chunks():
+    """sdpa_math materialises the scores, so it shows what each algorithm attends at once: Ulysses
+    runs the model's backend on all queries x all keys for 1/U of the heads; the ring takes one
+    K/V chunk at a time through the log-sum-exp kernel (linear in L, whatever the backend)."""
+    from hyvideo_core.runtime.activations import Tokens, attention_transient
+    n, T = 118800, 256
+    alone = attention_transient(P13, Tokens(1, n, T), 2, "sdpa_math")
+    ulysses = attention_transient(P13, Tokens(1, n // 8, T, ulysses=8), 2, "sdpa_math")
+    ring = attention_transient(P13, Tokens(1, n // 8, T, ring=8), 2, "sdpa_math")
+    assert ulysses == pytest.approx(alone / 8, rel=0.02)
+    assert ring == attention_transient(P13, Tokens(1, n // 8, T, ring=8), 2, "sdpa") < alone / 500
+    # the all-to-all: send, receive and reordered copies of the stacked q/k/v beside the stack itself
+    local = (n // 8) * P13.hidden_size * 2
+    assert attention_transient(P13, Tokens(1, n // 8, T, ulysses=8), 2, "sdpa") >= 12 * local
+
+
+def test_ulysses_8_fits_a_card_the_720p_video_does_not_fit_alone():
+    card = 32 * GiB
+    alone, eight = PlanInputs(**P720), PlanInputs(**P720, ulysses_degree=8)
+    assert not plan(alone).fits(card) and plan(eight).fits(card)
+    assert auto_swap(alone, budget=card).swap != (0, 0)      # alone it needs block swapping
+    assert auto_swap(eight, budget=card).swap == (0, 0)      # per GPU of 8 it does not
+
+
+def test_cfg_parallel_halves_the_batch_of_true_cfg():
+    cfg = plan(PlanInputs(**P720, cfg_batched=True, ulysses_degree=4))
+    split = plan(PlanInputs(**P720, cfg_batched=True, cfg_parallel=True, ulysses_degree=4))
+    no_cfg = plan(PlanInputs(**P720, ulysses_degree=4))
+    assert split.breakdown[ACT] == no_cfg.breakdown[ACT] < cfg.breakdown[ACT]
+    assert split.inputs.gpus == 8 and "x cfg 2" in split.describe()
+
+
+@pytest.mark.parametrize("changes,gpus,match", [
+    (dict(ulysses_degree=5), None, r"ulysses_degree=5 does not divide the model's 24 .*allowed: 1, 2, 3, 4, 6, 8, 12"),
+    (dict(ring_degree=0), None, "ring_degree=0"),
+    (dict(cfg_parallel=True), None, "cfg_parallel .*true CFG"),
+    (dict(ulysses_degree=4), 8, r"8 GPU\(s\) but ulysses 4 x ring 1 = 4; .*1x8, 2x4, 4x2, 8x1; .*1x4, 2x2, 4x1 with"),
+    (dict(ulysses_degree=2, ring_degree=2, cfg_parallel=True, cfg_batched=True), 4, r"= 8; with 4 GPU"),
+])
+def test_invalid_parallel_degrees_are_refused_naming_the_allowed_values(changes, gpus, match):
+    from hyvideo_core.runtime.planner import check_parallel
+    inputs = PlanInputs(**changes)
+    with pytest.raises(InvalidInputError, match=match):
+        check_parallel(inputs, gpus=gpus) if gpus else plan(inputs)
+
+
+def test_the_memory_plan_node_plans_per_gpu():
+    from harness.pack import pack_module
+    node = pack_module("nodes.plan").HyVideoMemoryPlan()
+    settings = dict(width=1280, height=720, frames=129, weight_format="bf16", attention="sdpa",
+                    double_blocks_to_swap=0, single_blocks_to_swap=0, true_cfg_scale=1.0, vae_tiling="auto",
+                    vram_budget_gb=32.0)
+    assert node.estimate(**settings)["result"][0].startswith("does NOT fit in 32.0 GiB")
+    text = node.estimate(**settings, ulysses_degree=8)["result"][0]
+    assert text.startswith("fits in 32.0 GiB") and "each of 8" in text and "14850 of 118800" in text
+    with pytest.raises(InvalidInputError, match="true CFG"):
+        node.estimate(**settings, ulysses_degree=4, cfg_parallel=True)
+
+
+SP_MEMORY_SCRIPT = r'''
+import datetime, gc, json, socket, sys
+import torch, torch.distributed as dist, torch.multiprocessing as mp
+
+def status(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field):
+            return int(line.split()[1]) * 1024
+
+def peak_of(fn):
+    fn(); gc.collect()
+    dist.barrier()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    base = status("VmRSS:")
+    out = fn()
+    peak = status("VmHWM:") - base
+    del out; gc.collect()
+    return peak
+
+def rank_main(rank, port):
+    from hyvideo_core.model.attention import SDPA
+    from hyvideo_core.model.config import PRESETS
+    from hyvideo_core.parallel.attention import ParallelAttention, ShardLayout
+    from hyvideo_core.parallel.comm import Traffic
+    from hyvideo_core.parallel.config import ParallelConfig, build_groups
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
+                            timeout=datetime.timedelta(seconds=120))
+    cfg, n, text = PRESETS["medium"], 1024, 256
+    q, k, v = (torch.randn(1, n + text, cfg.heads, cfg.head_dim) for _ in range(3))
+    res = {}
+    with torch.no_grad():
+        for u, r in ((2, 1), (1, 2)):
+            attention = ParallelAttention(SDPA(), build_groups(ParallelConfig(u, r)), Traffic())
+            res[f"{u}x{r}"] = peak_of(lambda: attention(q, k, v, ShardLayout(2 * n, n, None)))
+    if rank == 0:
+        print(json.dumps(res), flush=True)
+    dist.destroy_process_group()
+
+if __name__ == "__main__":
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(rank_main, args=(port,), nprocs=2)
+'''
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="reads /proc/self")
+def test_sequence_parallel_attention_memory_matches_measurement(tmp_path):
+    """The planner's Ulysses and ring attention counts against the policy's real attention on 2
+    gloo ranks (peak RSS growth, as tests/test_planner_activations.py measures one device)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    from hyvideo_core.model.config import PRESETS
+    from hyvideo_core.runtime.activations import Tokens, sequence_parallel_transient
+    script = tmp_path / "sp_memory.py"
+    script.write_text(SP_MEMORY_SCRIPT)
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).parents[1], env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    measured = json.loads(done.stdout.strip().splitlines()[-1])
+    for layout, (u, r) in (("2x1", (2, 1)), ("1x2", (1, 2))):
+        predicted = sequence_parallel_transient(PRESETS["medium"], Tokens(1, 1024, 256, u, r), 4, "sdpa")
+        print(f"{layout}: predicted {predicted / 2**20:.1f} MiB, measured {measured[layout] / 2**20:.1f} MiB")
+        assert measured[layout] == pytest.approx(predicted, rel=0.06), layout

@@ -86,12 +86,18 @@ def set_strengths(model: nn.Module, strengths: Mapping[str | int, object] | Sequ
     state = getattr(model, "lora_state", None)
     if state is None or not state.specs:
         raise InvalidInputError("set_strengths: no LoRA is applied to this model; apply one first.")
+    if isinstance(strengths, (str, bytes)) or not isinstance(strengths, (Mapping, Sequence)):
+        raise InvalidInputError(f"set_strengths: expected {{name or index: strength}} or a list of strengths, got "
+                                f"{type(strengths).__name__}.")
     items = strengths.items() if isinstance(strengths, Mapping) else enumerate(strengths)
     specs = list(state.specs)
     for which, value in items:
         i = _index(state, which)
+        if isinstance(value, tuple) and len(value) != 2:
+            raise InvalidInputError(f"set_strengths: LoRA {which!r}: expected a strength or (strength, block "
+                                    f"strengths), got {value!r}.")
         strength, blocks = value if isinstance(value, tuple) else (value, specs[i].blocks)
-        specs[i] = replace(specs[i], strength=float(strength), blocks=as_blocks(blocks))
+        specs[i] = replace(specs[i], strength=strength, blocks=as_blocks(blocks))  # LoraSpec checks both
     if _retune_adapters(model, state, specs):
         return state.report
     return apply_loras(model, specs, state.mode)

@@ -9,11 +9,12 @@ the blocks left out: `BlockStrengths.only(double=[...], single=[...])`.
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, finite_number
 
 _BLOCK = re.compile(r"(double_blocks|single_blocks)\.(\d+)\.")
 _ITEM = re.compile(r"(double|single|d|s):(\*|\d+(?:-\d+)?)=(.+)")
@@ -27,6 +28,22 @@ class BlockStrengths:
     other: float = 1.0                 # modules outside double/single blocks
     double_rest: float | None = None   # 'double:*': double blocks not listed (overrides default)
     single_rest: float | None = None
+
+    def __post_init__(self):
+        hint = "Give finite multipliers (1 = the LoRA's strength, 0 = off)."
+        for kind in ("double", "single"):
+            table = getattr(self, kind)
+            if not isinstance(table, Mapping):
+                raise InvalidInputError(f"block strengths: {kind} must map block numbers to multipliers, got "
+                                        f"{type(table).__name__}.")
+            for index, value in table.items():
+                if isinstance(index, bool) or not isinstance(index, int):
+                    raise InvalidInputError(f"block strengths: {kind} block {index!r} is not a block number.")
+                finite_number(f"block strengths: {kind} block {index}", value, hint)
+        for name in ("default", "other", "double_rest", "single_rest"):
+            value = getattr(self, name)
+            if value is not None or name in ("default", "other"):
+                finite_number(f"block strengths: {name}", value, hint)
 
     def multiplier(self, module: str) -> float:
         m = _BLOCK.match(module)
@@ -61,7 +78,7 @@ class BlockStrengths:
                 m = _ITEM.fullmatch(item)
                 if m:
                     kind = "double" if m.group(1) in ("double", "d") else "single"
-                    value = float(m.group(3))
+                    value = _finite_item(float(m.group(3)), item, text)
                     if m.group(2) == "*":
                         rest[kind] = value
                     else:
@@ -71,12 +88,21 @@ class BlockStrengths:
                         tables[kind].update({i: value for i in range(int(lo), int(hi or lo) + 1)})
                 elif item.partition("=")[0] in scalars:
                     key, _, value = item.partition("=")
-                    scalars[key] = float(value)
+                    scalars[key] = _finite_item(float(value), item, text)
                 else:
                     raise ValueError(item)
+            except InvalidInputError:
+                raise
             except ValueError:
                 raise InvalidInputError(
                     f"block strengths: cannot read {item!r} in {text!r}; write items like 'double:0-9=0.5', "
                     "'single:*=0', 'default=1' or 'other=1'.") from None
         return cls(tables["double"], tables["single"], scalars["default"], scalars["other"],
                    rest["double"], rest["single"])
+
+
+def _finite_item(value: float, item: str, text: str) -> float:
+    if not math.isfinite(value):
+        raise InvalidInputError(f"block strengths: {item!r} in {text!r} is not a finite multiplier (NaN and "
+                                "infinity are refused); write e.g. 'double:0-9=0.5'.")
+    return value

@@ -28,7 +28,7 @@ import torch
 
 from ..errors import CheckpointError
 from ..weights.diffusers_names import swap_halves
-from ..weights.reader import TensorSource, open_tensors
+from ..weights.reader import TensorSource, check_finite, open_tensors
 from .keys import ALPHA, DIFFUSERS, DOWN, UP, Target, block_count_hint, name_index, split_role, unsupported_reason
 
 log = logging.getLogger(__name__)
@@ -151,6 +151,7 @@ def parse_lora(src: TensorSource, name: str, peft_config: dict | None = None) ->
             groups[stem][role] = key
         elif (official := index.param(key)) is not None:
             full[official] = src.get(key)
+            check_finite(full[official], key, src.name)
         else:
             unmatched.append(UnmatchedKey(
                 key, "not a LoRA tensor (lora_A/lora_B, lora_down/lora_up, alpha) nor a norm weight"))
@@ -183,9 +184,14 @@ def _read_part(src: TensorSource, stem: str, roles: dict[str, str], target: Targ
             f"{src.name}: LoRA module '{stem}' has its {have} tensor but no {missing} tensor. "
             "The file is incomplete or corrupt: download or export it again.")
     down, up = src.get(roles[DOWN]), src.get(roles[UP])
+    check_finite(down, roles[DOWN], src.name)   # a NaN/inf LoRA would turn every video black
+    check_finite(up, roles[UP], src.name)
     _check_pair(src.name, stem, down, up)
     rank = down.shape[0]
     alpha = float(src.get(roles[ALPHA]).float().flatten()[0]) if ALPHA in roles else alphas.alpha(stem)
+    if alpha is not None and not math.isfinite(alpha):
+        raise CheckpointError(f"{src.name}: LoRA module '{stem}' has alpha {alpha}, not a finite number; the file is "
+                              "damaged: download or export it again.")
     scale = 1.0 if alpha is None else alphas.scale(alpha, rank)
     if target.swap_halves:
         up = swap_halves(up)  # B's rows only: swapping A's rank rows is diffusers' bug (SPEC 8.2)

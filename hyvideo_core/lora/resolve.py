@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 from ..conditioning.keyframes import widen_patch_embed
-from ..errors import CheckpointError, InvalidInputError
+from ..errors import CheckpointError, InvalidInputError, finite_number
 from ..model.ops import casting_layers
 from .block_strengths import BlockStrengths
 from .formats import LoraFile, ModuleLora, UnmatchedKey, load_lora
@@ -28,6 +28,18 @@ class LoraSpec:
     lora: LoraFile
     strength: float = 1.0
     blocks: BlockStrengths | None = None
+
+    def __post_init__(self):
+        name = getattr(self.lora, "name", repr(self.lora))
+        if not isinstance(self.lora, LoraFile):
+            raise InvalidInputError(f"LoRA {str(name)[:80]}: expected a LoraFile (from load_lora), got "
+                                    f"{type(self.lora).__name__}.")
+        strength = finite_number(f"LoRA {name}: strength", self.strength,
+                                 "Give a finite number (1 = as trained, 0 = off, negative inverts it).")
+        object.__setattr__(self, "strength", strength)
+        if self.blocks is not None and not isinstance(self.blocks, BlockStrengths):
+            raise InvalidInputError(f"LoRA {name}: block strengths must be BlockStrengths (or its text form, "
+                                    f"through apply_loras), got {type(self.blocks).__name__}.")
 
     def multiplier(self, module: str) -> float:
         return self.strength * (1.0 if self.blocks is None else self.blocks.multiplier(module))
@@ -160,7 +172,7 @@ def as_spec(item) -> LoraSpec:
         if not 1 <= len(item) <= 3:
             raise InvalidInputError(f"LoRA entry {item!r}: expected (lora, strength[, block strengths]).")
         lora = item[0] if isinstance(item[0], LoraFile) else load_lora(item[0])
-        strength = float(item[1]) if len(item) > 1 else 1.0
+        strength = item[1] if len(item) > 1 else 1.0
         return LoraSpec(lora, strength, as_blocks(item[2] if len(item) > 2 else None))
     if isinstance(item, LoraFile):
         return LoraSpec(item)

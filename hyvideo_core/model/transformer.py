@@ -6,6 +6,8 @@ Speed features are policies set from outside, never flags inside the blocks:
   (TeaCache, first-block cache);
 - `placement`: a block placement policy whose `enter(block)` / `exit(block)` bracket every block
   (block swapping moves weights there; the default does nothing);
+- `parallel`: `split(e)` after the embeddings and `gather(y, e)` after the final layer, around
+  the token sequence (sequence parallelism, hyvideo_core.parallel; the default does nothing);
 - layer `codec` / `adapters` (see ops.py) for fp8, GGUF and runtime LoRA.
 """
 from __future__ import annotations
@@ -32,6 +34,18 @@ class StayInPlace:
 
     def exit(self, block: nn.Module) -> None:
         pass
+
+
+class Unsplit:
+    """Default `parallel` policy: one process holds the whole token sequence."""
+
+    cfg_split = None
+
+    def split(self, e: "Embedded") -> "Embedded":
+        return e
+
+    def gather(self, y: torch.Tensor, e: "Embedded") -> torch.Tensor:
+        return y
 
 
 @dataclass
@@ -73,6 +87,7 @@ class HunyuanVideoTransformer(nn.Module):
         self.attention = SDPA()
         self.cache = None
         self.placement = StayInPlace()
+        self.parallel = Unsplit()
         self.compute_dtype = dtype or torch.float32
 
     # -- public call -----------------------------------------------------------------------
@@ -105,7 +120,7 @@ class HunyuanVideoTransformer(nn.Module):
         grid = self.grid(x.shape)
         rope = rope_freqs(grid, self.config.rope_dims, self.config.rope_theta, x.device)
         layout = TokenLayout.build(img.shape[1], text_mask)
-        return Embedded(img, txt, BlockContext(vec, rope, layout, self.attention), grid)
+        return self.parallel.split(Embedded(img, txt, BlockContext(vec, rope, layout, self.attention), grid))
 
     def run_blocks(self, img, txt, ctx: BlockContext, start: int = 0, stop: int | None = None):
         """Run blocks [start, stop) of the double+single sequence; returns (img, txt)."""
@@ -132,7 +147,7 @@ class HunyuanVideoTransformer(nn.Module):
             self.placement.exit(block)
 
     def unembed(self, img: torch.Tensor, e: Embedded) -> torch.Tensor:
-        return self.unpatchify(self.final_layer(img, e.ctx.vec), e.grid)
+        return self.unpatchify(self.parallel.gather(self.final_layer(img, e.ctx.vec), e), e.grid)
 
     def _run(self, block, *args):
         self.placement.enter(block)

@@ -15,7 +15,7 @@ from ..sampling.guidance import CFG_MODES
 from ..runtime.planner import BACKENDS as PLANNED_ATTENTION, PLANNED_FORMATS
 from ..sampling.solvers import SOLVERS
 from ..video import FORMATS as VIDEO_FORMATS
-from ..weights.storage import FORMATS as STORAGE_FORMATS
+from ..weights.storage import DTYPE_NAMES, FORMATS as STORAGE_FORMATS, PLAIN_DTYPES, parse_dtype
 
 SOLVER_NAMES: tuple[str, ...] = tuple(SOLVERS)
 CACHE_NAMES: tuple[str, ...] = ("none", *CACHE_POLICIES)
@@ -28,7 +28,10 @@ SWAP_MODES: tuple[str, ...] = ("off", "fixed", "auto")
 VAE_TILING: tuple[str, ...] = ("auto", "off")
 # What the memory planner prices (plan command, Memory Plan node, route): PLANNED_ATTENTION and
 # PLANNED_FORMATS (GGUF files by their quant type), from runtime/planner.py.
-PRECISION_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+# Compute dtypes: the widgets offer PRECISIONS; every dtype argument (load_transformer, load_vae,
+# load_text_encoder, the nodes) goes through the one parser, `parse_dtype(value, parameter)`, which
+# also takes torch dtypes and the usual aliases (DTYPE_NAMES: 'bfloat16', 'half', 'float32', ...).
+PRECISION_DTYPES: dict[str, torch.dtype] = dict(PLAIN_DTYPES)
 PRECISIONS: tuple[str, ...] = tuple(PRECISION_DTYPES)
 OUTPUT_FORMATS: tuple[str, ...] = tuple(VIDEO_FORMATS)
 
@@ -64,6 +67,10 @@ DEFAULTS = Defaults()
 def check_choice(parameter: str, value: str, allowed) -> str:
     """`value` if it is one of `allowed`, else an InvalidInputError naming the parameter and the choices."""
     from ..errors import InvalidInputError
-    if value not in allowed:
+    try:
+        known = value in allowed
+    except TypeError:   # an unhashable value asked of a dict/set
+        known = False
+    if not known:
         raise InvalidInputError(f"{parameter}: {value!r} is not one of {list(allowed)}.")
     return value

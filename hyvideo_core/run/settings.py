@@ -16,6 +16,7 @@ import torch
 from ..errors import InvalidInputError
 from ..sampling import SamplingOptions
 from .choices import DEFAULTS, SWAP_MODES
+from .ranks import ParallelRequest
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,7 @@ class GenerateSettings:
     crf: int | None = None
     device: str = "auto"
     dtype: torch.dtype | None = None     # DiT compute dtype (default bf16 on CUDA, fp32 on CPU)
-    overwrite: bool = True
+    parallel: ParallelRequest = ParallelRequest()   # several processes under torchrun
 
 
 @dataclass
@@ -143,7 +144,7 @@ class StageTime:
 
 @dataclass
 class GenerateResult:
-    path: Path
+    path: Path | None                    # None on the ranks other than 0 of a parallel run
     frames: int
     size: tuple[int, int]
     notes: list[str] = field(default_factory=list)
@@ -154,6 +155,6 @@ class GenerateResult:
         """The one line a run ends with."""
         stages = ", ".join(f"{s.name} {s.seconds:.1f}s" for s in self.stages)
         peak = "" if self.peak_bytes is None else f", peak memory {self.peak_bytes / 2**30:.2f} GiB"
-        size = self.path.stat().st_size if self.path.exists() else 0
+        size = self.path.stat().st_size if self.path is not None and self.path.exists() else 0
         return (f"wrote {self.path} ({size / 2**20:.2f} MiB, {self.frames} frames of {self.size[0]}x{self.size[1]}); "
                 f"{stages}{peak}")

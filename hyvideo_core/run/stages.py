@@ -18,7 +18,7 @@ from ..runtime.placement import Placement, module_bytes
 from ..sampling import SamplingHooks, SamplingOptions, SamplingResult, sample
 from ..sampling.noise import plan_from_latent
 from .dit import LoadedDiT, RunShape
-from .memory import PlacementPlan, budget_bytes, plan_placement
+from .memory import PlacementPlan, budget_bytes, check_fits, device_capacity, plan_placement
 from .settings import SwapRequest
 
 
@@ -67,13 +67,15 @@ def sample_video(dit: LoadedDiT, embeds, options: SamplingOptions, *, size: tupl
                  init_latent=None, keyframe_latent=None, loras=(), cache=None, hooks: SamplingHooks | None = None,
                  swap: SwapRequest = SwapRequest(), budget_gb: float | None = None,
                  host: RunHost | None = None) -> SampleOutcome:
-    """LoRAs synced, the DiT placed for this video, then the one sampling loop under the OOM policy."""
+    """LoRAs synced, the request refused when the planner says it cannot fit the device (memory.check_fits),
+    the DiT placed for this video, then the one sampling loop under the OOM policy."""
     host = host or LocalHost(dit.main)
     notes = [text] if (text := dit.sync_loras(tuple(loras))) else []
     shape = run_shape(options, size, init_latent)
     _, total = host.device_memory(dit.main)
     budget = budget_bytes(budget_gb, dit.main, total or None)
     placement = plan_placement(dit.plan_inputs(shape), swap, budget, dit.main)
+    check_fits(placement, dit.main, device_capacity(dit.main, total))   # refuse before the first step
     notes += [placement.note] if placement.note else []
     host.free_device_memory(placement.plan.peak, dit.main)
     if placement.swap is None:

@@ -12,18 +12,18 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, finite_number
 from ..sampling import LatentPlan, plan_latent, plan_schedule
+# Hard upper limits, the same as the nodes' widget limits; defined where the library checks them,
+# so `hyvideo_core.sample` refuses the same requests (re-exported here for the CLI and the nodes).
+from ..sampling.noise import MAX_FRAMES, MAX_SEED, MAX_SIZE, check_seed
+from ..sampling.schedule import MAX_STEPS
 from ..video import format_for
-from .choices import ATTENTION_BACKENDS, VAE_TILING, WEIGHT_FORMATS, check_choice
+from .choices import ATTENTION_BACKENDS, CACHE_NAMES, VAE_TILING, WEIGHT_FORMATS, check_choice, parse_dtype
 from .settings import GenerateSettings, ModelFiles, check_budget
 from .sniff import SniffedFile, sniff_model_file
 
-# Hard upper limits, the same as the nodes' widget limits.
-MAX_SIZE = 4096
-MAX_FRAMES = 1025
-MAX_STEPS = 1000
-MAX_SEED = 2**64 - 1
+MAX_FPS = 240.0   # the Save Video node's widget limit
 
 
 @dataclass(frozen=True)
@@ -60,26 +60,34 @@ def check_options(settings: GenerateSettings) -> None:
     o = settings.sampling
     if isinstance(o.steps, bool) or not isinstance(o.steps, int) or not 1 <= o.steps <= MAX_STEPS:
         raise InvalidInputError(f"--steps {o.steps!r}: give a whole number from 1 to {MAX_STEPS}.")
-    if isinstance(o.seed, bool) or not isinstance(o.seed, int) or not 0 <= o.seed <= MAX_SEED:
-        raise InvalidInputError(f"--seed {o.seed!r}: give a whole number from 0 to 2**64-1.")
-    for name, value in (("--shift", o.shift), ("--guidance", o.embedded_guidance), ("--cfg-scale", o.cfg_scale)):
-        if not math.isfinite(value):
-            raise InvalidInputError(f"{name} {value!r}: must be a finite number.")
+    check_seed(o.seed, "--seed")
+    for name, value in (("--shift", o.shift), ("--guidance", o.embedded_guidance), ("--cfg-scale", o.cfg_scale),
+                        ("--denoise", o.denoise)):
+        finite_number(name, value)
     plan_schedule(o.steps, o.shift, o.denoise, o.start_step, o.end_step)
     o.guidance.check()
     check_choice("--weight-format", settings.weight_format, WEIGHT_FORMATS)
     check_choice("--attention", settings.attention, ATTENTION_BACKENDS)
     check_choice("--tiling", settings.tiling, VAE_TILING)
+    check_choice("--cache", settings.cache.name, CACHE_NAMES)
+    if settings.cache.threshold is not None:
+        finite_number("--cache-threshold", settings.cache.threshold, "0 disables skipping.")
     settings.cache.build()   # validates name, threshold and step window
     check_budget(settings.budget_gb, "--vram-gb")
-    if not (isinstance(settings.fps, (int, float)) and math.isfinite(settings.fps) and settings.fps > 0):
-        raise InvalidInputError(f"--fps {settings.fps!r}: must be a positive number.")
+    if not (isinstance(settings.fps, (int, float)) and math.isfinite(settings.fps) and 0 < settings.fps <= MAX_FPS):
+        raise InvalidInputError(f"--fps {settings.fps!r}: must be a positive number up to {MAX_FPS:g}.")
+    if not isinstance(settings.prompt, str):
+        raise InvalidInputError(f"--prompt: expected text, got {type(settings.prompt).__name__}.")
+    if settings.dtype is not None:
+        parse_dtype(settings.dtype, "dtype")
 
 
 def check_output(path, crf: int | None = None, parameter: str = "--output") -> Path:
     """A supported extension, a CRF in its range, and a folder we can create and write in."""
     path = Path(path)
     fmt = format_for(path)
+    if crf is not None and (isinstance(crf, bool) or not isinstance(crf, int)):
+        raise InvalidInputError(f"--crf {crf!r}: give a whole number.")
     if crf is not None and (fmt.crf_range is None or not fmt.crf_range[0] <= crf <= fmt.crf_range[1]):
         allowed = "no --crf (gif has none)" if fmt.crf_range is None else f"{fmt.crf_range[0]}-{fmt.crf_range[1]}"
         raise InvalidInputError(f"--crf {crf}: {fmt.name} takes {allowed}.")
@@ -92,10 +100,21 @@ def check_output(path, crf: int | None = None, parameter: str = "--output") -> P
     if not existing.is_dir():
         raise InvalidInputError(f"{parameter} {path}: {existing} is a file, so the folder {folder} cannot be "
                                 "created; choose another output path.")
-    if not os.access(existing, os.W_OK | os.X_OK):
+    if not os.access(existing, os.W_OK | os.X_OK) or not _can_create_in(existing):
         raise InvalidInputError(f"{parameter} {path}: the folder {existing} is not writable; choose another "
                                 "output path.")
     return path
+
+
+def _can_create_in(folder: Path) -> bool:
+    """Whether a file can really be created in `folder` (os.access says yes to root on a read-only mount);
+    the probe file is removed at once."""
+    import tempfile
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".hyvideo-probe-"):
+            return True
+    except OSError:
+        return False
 
 
 def check_files(files: ModelFiles) -> tuple[SniffedFile, ...]:
@@ -108,7 +127,6 @@ def check_files(files: ModelFiles) -> tuple[SniffedFile, ...]:
         if folder is not None and not Path(folder).is_dir():
             raise InvalidInputError(f"{name} {folder}: no such folder (a tokenizer folder with tokenizer.json).")
     for path, strength in files.loras:
-        if not math.isfinite(strength):
-            raise InvalidInputError(f"--lora {path}: strength {strength!r} must be a finite number.")
+        finite_number(f"--lora {path}: strength", strength, "Give PATH:STRENGTH with a finite strength, e.g. 0.8.")
         sniffed.append(sniff_model_file(path, "lora", parameter="--lora"))
     return tuple(sniffed)

@@ -13,6 +13,28 @@ Float32 detours in two helpers matter:
   float32 it multiplies in place (nothing extra).
 `tests/test_planner_activations.py` checks these counts against measured CPU runs; if the blocks'
 code changes, that test says so and this file must follow.
+
+Sequence parallelism (`Tokens.ulysses`, `Tokens.ring`; SPEC_NEXT 1.2): a rank's block runs on its
+n = N/(U*R) image tokens (padded up) and the whole text, so every point above is counted with
+N = n; only the attention call and the callers' state differ. Counted from the pack's own
+algorithms (parallel/attention.py, comm.py, lse.py, policy.py as of this commit), with X = B*n*D
+(this rank's image q, k or v), Y = B*T*D (the text's) and Q = B*(U*n + T)*D/U (the queries of
+this rank's head shard of the whole sequence):
+- kept through the call: the stacked image q/k/v (3X) and the stacked text q/k/v (3Y, sliced
+  to this rank's heads as a view);
+- Ulysses (U > 1) all-to-all in: send copy, receive buffer and the reordered result (3 x 3X);
+  the output goes back the same way (send, receive, result: 3X, beside the Q-sized output);
+- no ring: the gathered [image ; text] q/k/v concatenated (3Q) and the model's backend on them
+  (queries and keys U*n + T, H/U heads);
+- ring (R > 1): the [image ; text] queries (Q), the circulating K/V chunk and, while another
+  follows, the one arriving (2 x 2X), one chunk's output (Q) and log-sum-exps, and the float32
+  online-softmax merge (accumulator, two weighted terms and their sum: 4 x Q in float32). The
+  chunk kernel is the SDPA kernel that returns the log-sum-exp (O(L)), whatever the backend;
+- callers: the image embedding and the RoPE table of the whole sequence stay alive beside the
+  shard (the shard is a view of them), so those are counted at U*R*n tokens.
+U = R = 1 gives exactly the one-device counts (the policy then installs no parallel attention).
+Measured on 2 gloo ranks (medium config, 1024 + 256 tokens per rank, float32, the RSS method of
+tests/test_planner_activations.py): Ulysses 2 37.0 MiB vs 38.3 predicted, ring 2 39.8 vs 39.8.
 """
 from __future__ import annotations
 
@@ -25,9 +47,14 @@ from ..model.config import DiTConfig
 
 @dataclass(frozen=True)
 class Tokens:
+    """The tokens one device's blocks run on: its batch, its image tokens (all N, or N/(U*R) under
+    sequence parallelism), the whole text, and the degrees its attention exchanges over."""
+
     batch: int
-    image: int     # N
+    image: int     # N (this rank's share under sequence parallelism)
     text: int      # T
+    ulysses: int = 1
+    ring: int = 1
 
     @property
     def joint(self) -> int:
@@ -45,20 +72,48 @@ def rope_transient(image_elements: int, s: int) -> int:
 
 
 def attention_transient(cfg: DiTConfig, tok: Tokens, s: int, backend: str) -> int:
-    """Bytes the attention call adds on top of q, k, v (output included)."""
-    B, L, H, D = tok.batch, tok.joint, cfg.heads, cfg.hidden_size
-    Z = B * L * D
-    lse = B * H * L * 4
-    padded = B > 1  # different prompt lengths in one batch leave text padding
+    """Bytes the attention call adds on top of this rank's q, k, v (output included)."""
+    if tok.ulysses == 1 and tok.ring == 1:
+        return kernel_transient(tok.batch, cfg.heads, tok.joint, tok.joint, cfg.head_dim, s, backend)
+    return sequence_parallel_transient(cfg, tok, s, backend)
+
+
+def kernel_transient(batch: int, heads: int, q_len: int, k_len: int, head_dim: int, s: int, backend: str) -> int:
+    """One attention kernel call on [batch, heads] of q_len queries against k_len keys."""
+    Zq, Zk = batch * q_len * heads * head_dim, batch * k_len * heads * head_dim
+    lse = batch * heads * q_len * 4
+    padded = batch > 1  # different prompt lengths in one batch leave text padding
     if backend == "sdpa":      # fused flash / memory-efficient kernels: O(L)
-        return 2 * Z * s + lse   # [B,H,L,d] output + its [B,L,H*d] copy
+        return 2 * Zq * s + lse   # [B,H,L,d] output + its [B,L,H*d] copy
     if backend == "sdpa_math":  # the unfused path materialises scores and probabilities
-        return 2 * Z * s + 2 * B * H * L * L * s
+        return 2 * Zq * s + 2 * batch * heads * q_len * k_len * s
     if backend in ("flash", "sage"):
-        packing = 4 * Z * s if padded else 0   # packed q/k/v + scattered output
-        quantised = 2 * Z + Z * s if backend == "sage" else 0  # int8 q/k + a v copy
-        return Z * s + lse + packing + quantised
+        packing = (2 * Zq + 2 * Zk) * s if padded else 0   # packed q/k/v + scattered output
+        quantised = Zq + Zk + Zk * s if backend == "sage" else 0  # int8 q/k + a v copy
+        return Zq * s + lse + packing + quantised
     raise ValueError(f"unknown attention backend {backend!r}")
+
+
+def sequence_parallel_transient(cfg: DiTConfig, tok: Tokens, s: int, backend: str) -> int:
+    """The attention call of one rank under Ulysses x ring sequence parallelism (module docstring)."""
+    B, U, R, n, T = tok.batch, tok.ulysses, tok.ring, tok.image, tok.text
+    heads, d = cfg.heads // U, cfg.head_dim
+    X, Y = B * n * cfg.hidden_size, B * T * cfg.hidden_size
+    length = U * n + T                              # the head shard's sequence
+    Q = B * length * heads * d
+    kept = 3 * X * s + 3 * Y * s                    # stacked image q/k/v, stacked text q/k/v
+    lse = B * heads * length * 4
+    if R == 1:
+        points = [kept + 3 * Q * s + kernel_transient(B, heads, length, length, d, s, backend)]
+    else:  # queries, K/V chunk, one chunk's output; the first chunk starts the float32 accumulator while
+        # the next chunk is in flight, later chunks merge (4 Q in float32) beside one in flight if any follows
+        in_flight = 2 * X * s if R > 2 else 0
+        points = [kept + Q * s + 2 * X * s + 2 * X * s + Q * s + lse + Q * 4,
+                  kept + Q * s + 2 * X * s + in_flight + Q * s + 3 * lse + 4 * Q * 4]
+    if U > 1:
+        points.append(kept + 3 * 3 * X * s)         # all-to-all in: send, receive, reordered result
+    points.append(kept + Q * s + (3 * X * s if U > 1 else X * s))   # the output back to this rank's tokens
+    return max(points)
 
 
 def double_block_points(cfg: DiTConfig, tok: Tokens, s: int, backend: str, dq) -> dict[str, int]:
@@ -101,10 +156,13 @@ def stream_state(cfg: DiTConfig, tok: Tokens, s: int, single: bool) -> int:
     """Hidden states held by the callers while a block runs: the embedded tokens (kept by the
     forward), the current block's input (double) or the joint x plus the img/txt it came from
     (single), and the RoPE tables (cached float32 cos and sin [N, head_dim] and their complex64
-    [N, head_dim/2] form)."""
+    [N, head_dim/2] form). Under sequence parallelism the whole embedding and RoPE table stay
+    alive under this rank's shard (a view of them)."""
     Z = tok.batch * tok.joint * cfg.hidden_size
-    rope = 3 * tok.image * cfg.head_dim * 4
-    return (3 if single else 2) * Z * s + rope
+    whole = tok.image * tok.ulysses * tok.ring      # the sequence the shard views (all of it: N)
+    rope = 3 * whole * cfg.head_dim * 4
+    embedding = tok.batch * (whole - tok.image) * cfg.hidden_size * s   # beyond the shard
+    return (3 if single else 2) * Z * s + rope + embedding
 
 
 def block_peak(cfg: DiTConfig, tok: Tokens, dtype: torch.dtype, backend: str, dq=lambda name: 0):

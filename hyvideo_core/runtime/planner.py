@@ -10,6 +10,20 @@ bytes, phase by phase:
   weights that are still resident unless `unload_dit_for_decode`.
 A fixed reserve (CUDA context, allocator fragmentation) is added to the peak.
 
+Several GPUs (`ulysses_degree`, `ring_degree`, `cfg_parallel`; SPEC_NEXT 1.2-1.5) are planned
+per GPU, every GPU running the same plan:
+- weights are not divided: every GPU holds the whole model (or its block swap);
+- sequence parallelism gives each GPU N / (ulysses x ring) image tokens (padded up to a whole
+  share) and the whole text; the attention works on the full sequence for this GPU's heads
+  (Ulysses: heads / ulysses after the all-to-all; ring: K/V chunks of N / ring tokens at a time),
+  priced in activations.py after what those algorithms hold;
+- CFG parallel puts the cond and uncond halves of a batched true-CFG run on different GPUs: the
+  batch per GPU halves (it needs true CFG, `cfg_batched`);
+- latents and text conditioning stay whole on every GPU (the sampler runs everywhere);
+- the VAE decode with parallel tiles (parallel/vae_decode.py) runs the same tile per GPU; rank 0
+  also receives one round of tiles from the others (priced on every GPU: the plan is per GPU).
+`check_parallel(inputs, gpus)` refuses degrees that cannot run, naming the allowed values.
+
 `auto_swap(inputs, budget)` returns the plan with the fewest swapped bytes that fits (swapped bytes
 are what crosses PCIe every step), or raises OutOfMemoryError naming the smallest budget that
 would work. The text encoders are assumed to be off the GPU while sampling (they run first).
@@ -25,7 +39,7 @@ from ..errors import InvalidInputError, OutOfMemoryError
 from ..model.attention import BACKENDS as ATTENTION_BACKENDS
 from ..model.config import PRESETS, DiTConfig
 from ..vae.config import VAEConfig
-from ..vae.memory import DEFAULT_CONFIG as VAE_DEFAULT_CONFIG, decode_memory
+from ..vae.memory import DEFAULT_CONFIG as VAE_DEFAULT_CONFIG, decode_memory, decode_tile_shape
 from ..vae.vae import vae_weight_bytes
 from ..vae.tile_choice import tiles_of
 from .activations import Tokens, block_peak, dequant_workspace
@@ -62,12 +76,20 @@ class PlanInputs:
     vae_config: VAEConfig = VAE_DEFAULT_CONFIG   # 884-16c-hy: the official VAE file
     vae_output_on_device: bool = False   # decoded video assembled on the GPU (the nodes and pipeline use RAM)
     unload_dit_for_decode: bool = False
+    ulysses_degree: int = 1              # sequence parallel: heads split over this many GPUs (all-to-all)
+    ring_degree: int = 1                 # sequence parallel: K/V passed around a ring of this many GPUs
+    cfg_parallel: bool = False           # cond and uncond halves of true CFG on different GPUs
     compute_dtype: torch.dtype | None = None   # default: the format's dtype, bf16 for fp8/GGUF
     reserve: int = GiB // 2
     weights: WeightTable | None = None   # exact table of a loaded model (plan_for_model)
 
     def replace(self, **changes) -> "PlanInputs":
         return dataclasses.replace(self, **changes)
+
+    @property
+    def gpus(self) -> int:
+        """The world size these degrees need: ulysses x ring x (2 with CFG parallel)."""
+        return self.ulysses_degree * self.ring_degree * (2 if self.cfg_parallel else 1)
 
 
 @dataclass(frozen=True)
@@ -86,7 +108,11 @@ class Plan:
 
     def describe(self) -> str:
         i = self.inputs
-        lines = [f"{i.width}x{i.height}x{i.frames} {i.weight_format}, batch {i.batch * (2 if i.cfg_batched else 1)}, "
+        per_gpu = ""
+        if i.gpus > 1:
+            per_gpu = (f"per GPU of {i.gpus} (ulysses {i.ulysses_degree} x ring {i.ring_degree}"
+                       + (" x cfg 2" if i.cfg_parallel else "") + "), ")
+        lines = [f"{per_gpu}{i.width}x{i.height}x{i.frames} {i.weight_format}, batch {_gpu_batch(i)}, "
                  f"attention {i.attention}, swap {self.swap[0]} double + {self.swap[1]} single"
                  + (" + txt_in" if i.offload_txt_in else "") + f": peak {self.peak / GiB:.2f} GiB"]
         lines += [f"  {name:<34} {value / GiB:8.2f} GiB" for name, value in self.breakdown.items()]
@@ -104,9 +130,47 @@ def latent_grid(inputs: PlanInputs) -> tuple[int, int, int]:
     return (inputs.frames - 1) // 4 + 1, inputs.height // 8, inputs.width // 8
 
 
+def check_parallel(inputs: PlanInputs, gpus: int | None = None) -> None:
+    """Refuse degrees that cannot run: Ulysses must divide the heads, CFG parallel needs true CFG,
+    and `gpus` (when given) must equal ulysses x ring x (2 with CFG parallel)."""
+    heads = inputs.config.heads
+    u, r = inputs.ulysses_degree, inputs.ring_degree
+    ulysses_ok = [d for d in range(1, heads + 1) if heads % d == 0]
+    for name, value in (("ulysses_degree", u), ("ring_degree", r)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise InvalidInputError(f"planner: {name}={value!r}; it must be a whole number >= 1 (1 = off).")
+    if u not in ulysses_ok:
+        raise InvalidInputError(
+            f"planner: ulysses_degree={u} does not divide the model's {heads} attention heads; allowed: "
+            f"{', '.join(map(str, ulysses_ok))} (use ring_degree for the rest of the GPUs).")
+    if inputs.cfg_parallel and not inputs.cfg_batched:
+        raise InvalidInputError(
+            "planner: cfg_parallel splits the cond and uncond halves of true CFG over two GPU groups; "
+            "turn true CFG on (cfg_batched, a CFG scale above 1) or cfg_parallel off.")
+    if gpus is not None and gpus != inputs.gpus:
+        raise InvalidInputError(
+            f"planner: {gpus} GPU(s) but ulysses {u} x ring {r}" + (" x cfg 2" if inputs.cfg_parallel else "")
+            + f" = {inputs.gpus}; " + parallel_choices(gpus, heads))
+
+
+def parallel_choices(gpus: int, heads: int) -> str:
+    """The (ulysses, ring[, cfg]) degrees that fill `gpus` GPUs, as a sentence."""
+    if gpus < 1:
+        return "the GPU count must be 1 or more."
+    ways = []
+    for cfg, label in ((1, ""), (2, " with CFG parallel")):
+        if gpus % cfg:
+            continue
+        sp = gpus // cfg
+        combos = [f"{u}x{sp // u}" for u in range(1, heads + 1) if heads % u == 0 and sp % u == 0]
+        ways.append(f"ulysses x ring = {', '.join(combos)}{label}")
+    return f"with {gpus} GPU(s) use " + "; or ".join(ways) + "."
+
+
 def plan(inputs: PlanInputs) -> Plan:
     if inputs.attention not in BACKENDS:
         raise InvalidInputError(f"planner: attention={inputs.attention!r}; choose one of {list(BACKENDS)}.")
+    check_parallel(inputs)
     compute = inputs.compute_dtype or compute_dtype_for(inputs.weight_format)
     table = inputs.weights or table_for_format(inputs.config, inputs.weight_format, compute)
     return _assemble(inputs, table, _workload(inputs, table, compute))
@@ -125,9 +189,9 @@ class _Workload:
 def _workload(inputs: PlanInputs, table: WeightTable, compute: torch.dtype) -> _Workload:
     cfg = inputs.config
     t, h, w = latent_grid(inputs)
-    pt, ph, pw = cfg.patch_size
     batch = inputs.batch * (2 if inputs.cfg_batched else 1)
-    tokens = Tokens(batch, (t // pt) * (h // ph) * (w // pw), inputs.text_tokens)
+    _, share = image_tokens_per_gpu(inputs)      # all of them on one GPU
+    tokens = Tokens(_gpu_batch(inputs), share, inputs.text_tokens, inputs.ulysses_degree, inputs.ring_degree)
     numel, kind = table.largest_quantised
     activations, point = block_peak(cfg, tokens, compute, inputs.attention,
                                     dq=lambda name: dequant_workspace(numel, kind))
@@ -138,15 +202,38 @@ def _workload(inputs: PlanInputs, table: WeightTable, compute: torch.dtype) -> _
     return _Workload(activations, point, latents + text, decode)
 
 
+def _gpu_batch(inputs: PlanInputs) -> int:
+    """Samples one GPU's blocks run: the batch, doubled by batched true CFG, halved again by CFG parallel."""
+    batch = inputs.batch * (2 if inputs.cfg_batched else 1)
+    return batch // 2 if inputs.cfg_parallel else batch
+
+
+def image_tokens_per_gpu(inputs: PlanInputs) -> tuple[int, int]:
+    """(image tokens of the video, image tokens one GPU runs: a padded-up share under sequence parallelism)."""
+    t, h, w = latent_grid(inputs)
+    pt, ph, pw = inputs.config.patch_size
+    image = (t // pt) * (h // ph) * (w // pw)
+    return image, -(-image // (inputs.ulysses_degree * inputs.ring_degree))
+
+
 def _decode_terms(inputs: PlanInputs, latent_thw: tuple[int, int, int]) -> dict[str, int]:
     """The VAE decode phase, from the VAE's own memory model (vae/memory.py)."""
     element = inputs.vae_dtype.itemsize
     tiles = tiles_of(inputs.vae_tile_px, inputs.vae_tile_frames)
     need = decode_memory(inputs.vae_config, latent_thw, tiles, element, batch=inputs.batch,
                          output_on_device=inputs.vae_output_on_device)
-    return {"decode weights": vae_weight_bytes(inputs.vae_config, inputs.vae_dtype),
-            "decode tile activations": need.tile,
-            "decoded video on device": need.video}
+    terms = {"decode weights": vae_weight_bytes(inputs.vae_config, inputs.vae_dtype),
+             "decode tile activations": need.tile,
+             "decoded video on device": need.video}
+    if inputs.gpus > 1:
+        # parallel decode: rank 0 receives a round of tiles (one per GPU) plus one cut-back copy;
+        # added to the tile's working memory although the two do not coincide (an overestimate)
+        config = inputs.vae_config
+        t, h, w = decode_tile_shape(config, latent_thw, tiles)
+        s = config.spatial_compression
+        tile_out = config.out_channels * config.sample_frames(t) * h * s * w * s * element
+        terms["decode tiles gathered (rank 0)"] = (inputs.gpus + 1) * tile_out
+    return terms
 
 
 def _assemble(inputs: PlanInputs, table: WeightTable, work: _Workload) -> Plan:
@@ -167,6 +254,14 @@ def _assemble(inputs: PlanInputs, table: WeightTable, work: _Workload) -> Plan:
     notes = []
     if (n_double, n_single) != (inputs.swap_double, inputs.swap_single):
         notes.append(f"swap counts clamped to the model's {cfg.double_blocks} + {cfg.single_blocks} blocks")
+    if inputs.gpus > 1:
+        image, share = image_tokens_per_gpu(inputs)
+        sp = inputs.ulysses_degree * inputs.ring_degree
+        padding = share * sp - image
+        notes.append(f"per GPU: {share} of {image} image tokens" + (f" (padded by {padding})" if padding else "")
+                     + f", {cfg.heads // inputs.ulysses_degree} of {cfg.heads} heads in attention"
+                     + (f", K/V in {inputs.ring_degree} ring chunks" if inputs.ring_degree > 1 else "")
+                     + f", batch {_gpu_batch(inputs)}; weights whole on every GPU")
     if inputs.attention == "sdpa":
         notes.append("sdpa assumes the fused (flash / memory-efficient) kernels; use 'sdpa_math' for the unfused path")
     peak = max(sampling_peak, decode_peak) + inputs.reserve

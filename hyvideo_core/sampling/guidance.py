@@ -4,15 +4,21 @@
 - True CFG (cfg_scale > 1): v = v_u + s*(v_c - v_u) with the negative prompt, either in one
   forward over the batch [neg, pos] (the reference's order) or in two forwards ("sequential"),
   which halves the activation peak. The same embedded guidance goes to both halves.
+- CFG parallel: a `cfg_split` policy (hyvideo_core.parallel.CFGSplit; by default the one the
+  model's installed parallel policy carries, `model.parallel.cfg_split`) runs one half on each
+  rank of its CFG group and combines the all-gathered velocities; cfg_mode does not apply then.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, finite_number
 from .text_inputs import PromptTensors, join_batches
+
+log = logging.getLogger(__name__)
 
 CFG_MODES = ("batched", "sequential")
 
@@ -28,11 +34,13 @@ class GuidanceSettings:
         return self.cfg_scale > 1.0
 
     def check(self) -> None:
-        if not self.embedded >= 0:
+        embedded = finite_number("embedded_guidance", self.embedded, "The official default is 6.0.")
+        if not embedded >= 0:
             raise InvalidInputError(f"embedded_guidance: must be >= 0 (official default 6.0), got {self.embedded}.")
-        if not self.cfg_scale >= 1.0:
+        cfg_scale = finite_number("cfg_scale", self.cfg_scale, "1 turns true CFG off.")
+        if not cfg_scale >= 1.0:
             raise InvalidInputError(f"cfg_scale: must be >= 1 (1 turns true CFG off), got {self.cfg_scale}.")
-        if self.cfg_mode not in CFG_MODES:
+        if not isinstance(self.cfg_mode, str) or self.cfg_mode not in CFG_MODES:
             raise InvalidInputError(f"cfg_mode: must be one of {CFG_MODES}, got {self.cfg_mode!r}.")
 
 
@@ -40,7 +48,7 @@ class GuidedVelocity:
     """Calls the model for one step's velocity; counts forwards and names the branch to the cache."""
 
     def __init__(self, model, settings: GuidanceSettings, positive: PromptTensors,
-                 negative: PromptTensors | None, concat: torch.Tensor | None = None):
+                 negative: PromptTensors | None, concat: torch.Tensor | None = None, cfg_split=None):
         self.model = model
         self.settings = settings
         self.positive = positive
@@ -49,7 +57,13 @@ class GuidedVelocity:
         self.forwards = 0
         self.guidance = settings.embedded * 1000.0 if model.config.guidance_embed else None
         self.joint = None
-        if settings.true_cfg and settings.cfg_mode == "batched":
+        split = cfg_split if cfg_split is not None else getattr(getattr(model, "parallel", None), "cfg_split", None)
+        if split is not None and not settings.true_cfg:
+            log.warning("CFG parallel: cfg_scale=%g turns true CFG off, so both CFG ranks compute the same "
+                        "conditional forward; set cfg_scale > 1 or run without cfg_parallel.", settings.cfg_scale)
+            split = None
+        self.split = split
+        if split is None and settings.true_cfg and settings.cfg_mode == "batched":
             self.joint = join_batches(negative, positive)
             self.concat = None if concat is None else torch.cat([concat, concat])
 
@@ -57,6 +71,9 @@ class GuidedVelocity:
         s = self.settings
         if not s.true_cfg:
             return self._forward(x, timestep, self.positive, step, "cond")
+        if self.split is not None:
+            prompt = self.split.prompt(self.positive, self.negative)
+            return self.split.combine(self._forward(x, timestep, prompt, step, "cond+uncond"), s.cfg_scale)
         if self.joint is not None:
             v_u, v_c = self._forward(torch.cat([x, x]), timestep, self.joint, step, "cond+uncond").chunk(2)
         else:

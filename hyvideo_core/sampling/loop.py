@@ -12,13 +12,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..errors import InvalidInputError, NumericsError
+from ..errors import InvalidInputError, NumericsError, finite_number
 from .cache import CachePolicy, CacheReport, installed
 from ..text.templates import DEFAULT_NEGATIVE_PROMPT
 from .guidance import GuidanceSettings, GuidedVelocity
 from .callbacks import SamplingHooks
 from .latent_format import to_model_space, to_raw_latent
-from .noise import LatentPlan, noise_to_sigma, plan_from_latent, plan_latent, seeded_noise
+from .noise import LatentPlan, check_seed, noise_to_sigma, plan_from_latent, plan_latent, seeded_noise
+from .numerics import describe_non_finite
 from .preview import latent_to_rgb
 from .schedule import SigmaSchedule, plan_schedule
 from .solvers import make_solver
@@ -69,10 +70,14 @@ def sample(model, embeds, options: SamplingOptions = SamplingOptions(), *, width
            cache: CachePolicy | None = None, hooks: SamplingHooks | None = None,
            device: torch.device | str | None = None) -> SamplingResult:
     """Sample a video latent. Give the size (width, height, frames) or an `init_latent` (v2v)."""
+    if not isinstance(options, SamplingOptions):
+        raise InvalidInputError(f"options: expected SamplingOptions, got {type(options).__name__}.")
     schedule = plan_schedule(options.steps, options.shift, options.denoise, options.start_step, options.end_step)
     solver = make_solver(options.solver)
     guidance = options.guidance
     guidance.check()
+    check_seed(options.seed)
+    _check_cache(cache)
     notes: list[str] = []
     inputs = _resolve_inputs(model, width, height, frames, batch_size, init_latent, keyframe_latent, options, notes)
     _check_embeds(model, embeds, guidance, inputs.plan.batch, notes)
@@ -107,6 +112,13 @@ def sample(model, embeds, options: SamplingOptions = SamplingOptions(), *, width
                           (*inputs.plan.adjustments, *notes))
 
 
+def _check_cache(cache) -> None:
+    """A cache policy's threshold must be a finite number (inf would skip every block)."""
+    threshold = getattr(cache, "threshold", None)
+    if cache is not None and threshold is not None:
+        finite_number(f"{getattr(cache, 'name', 'cache')} threshold", threshold, "0 disables skipping.")
+
+
 def _note(notes: list[str], message: str) -> None:
     """Something the user asked for that changes or is not used: logged and returned."""
     log.warning("HunyuanVideo sampling: %s.", message)
@@ -120,7 +132,7 @@ def _run_steps(x, velocity, solver, schedule: SigmaSchedule, hooks: SamplingHook
         for k, i in enumerate(schedule.indices()):
             hooks.check_cancelled(k, total)
             v = velocity(x, schedule.timestep(i), k)
-            _check_finite(v, k, total)
+            _check_finite(v, k, total, lambda: describe_non_finite(velocity, x, schedule.timestep(i), k))
             if hooks.preview is not None:
                 hooks.preview(k + 1, total, latent_to_rgb(x - v.float() * float(schedule.sigmas[i])))
             x = solver.step(x, v, i, schedule.sigmas)
@@ -134,13 +146,15 @@ def _run_steps(x, velocity, solver, schedule: SigmaSchedule, hooks: SamplingHook
         raise
 
 
-def _check_finite(v: torch.Tensor, step: int, total: int) -> None:
-    """Fail at the first bad step instead of finishing a video that decodes to black."""
+def _check_finite(v: torch.Tensor, step: int, total: int, diagnose=None) -> None:
+    """Fail at the first bad step instead of finishing a video that decodes to black; `diagnose()`
+    (numerics.py: re-runs the step once to name the module and the LoRAs) only after a failure."""
     if not bool(torch.isfinite(v).all()):
+        found = f" {diagnose()}" if diagnose is not None else ""
         raise NumericsError(
-            f"Sampling step {step + 1} of {total}: the model returned NaN/inf velocities. HunyuanVideo's activations "
-            "overflow float16; load the model with bf16 (or fp32) compute. If it happens in bf16, the weights "
-            "file may be damaged.")
+            f"Sampling step {step + 1} of {total}: the model returned NaN/inf velocities.{found} HunyuanVideo's "
+            "activations overflow float16; load the model with bf16 (or fp32) compute. If it happens in bf16, the "
+            "weights file or a LoRA may be damaged.")
 
 
 def _start_latent(inputs: _Inputs, schedule: SigmaSchedule, options: SamplingOptions, device) -> torch.Tensor:

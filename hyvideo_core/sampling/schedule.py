@@ -10,14 +10,16 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, finite_number
 
 NUM_TRAIN_TIMESTEPS = 1000
+MAX_STEPS = 1000   # the nodes' widget limit (run/validate.py re-exports it)
 
 
 def flow_sigmas(steps: int, shift: float, reverse: bool = True) -> torch.Tensor:
     """The N+1 sigmas of the reference FlowMatchDiscreteScheduler, float32."""
     _check_steps(steps)
+    shift = finite_number("shift", shift, "The official default is 7.0.")
     if not shift > 0:
         raise InvalidInputError(f"shift: must be > 0 (the official default is 7.0), got {shift}.")
     u = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
@@ -63,8 +65,12 @@ def plan_schedule(steps: int, shift: float, denoise: float = 1.0, start_step: in
     explicitly (split sampling); the two ways of choosing the start cannot be combined.
     """
     _check_steps(steps)
-    if not (isinstance(denoise, (int, float)) and 0.0 < denoise <= 1.0):
+    denoise = finite_number("denoise", denoise, "Give a number in (0, 1]; 1.0 means start from pure noise.")
+    if not 0.0 < denoise <= 1.0:
         raise InvalidInputError(f"denoise: must be in (0, 1], got {denoise!r}; 1.0 means start from pure noise.")
+    for name, value in (("start_step", start_step), ("end_step", end_step)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise InvalidInputError(f"{name}: expected a whole number, got {type(value).__name__} {value!r}.")
     end = steps if end_step is None else int(end_step)
     if not 0 <= start_step < steps:
         raise InvalidInputError(f"start_step: must be in [0, {steps - 1}] for steps={steps}, got {start_step}.")
@@ -90,5 +96,6 @@ def plan_schedule(steps: int, shift: float, denoise: float = 1.0, start_step: in
 
 
 def _check_steps(steps) -> None:
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise InvalidInputError(f"steps: must be an integer >= 1 (the official default is 50), got {steps!r}.")
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
+        raise InvalidInputError(f"steps: must be a whole number from 1 to {MAX_STEPS} (the official default is 50), "
+                                f"got {steps!r}.")

@@ -23,7 +23,9 @@ from typing import Mapping
 import torch
 
 from ..errors import CheckpointError, InvalidInputError, MissingPackageError
+from ..weights.loader import parse_device
 from ..weights.reader import ShardedSource, TensorSource, open_tensors
+from ..weights.storage import parse_dtype
 from .build import CLIP_LAYOUT, LLAMA_LAYOUT, check_materialized, fill, find_prefix, module_prefix
 from .clip import ClipTower
 from .configs import (clip_config_from_folder, clip_config_from_shapes, llama_config_from_folder,
@@ -49,13 +51,18 @@ def load_text_encoder(llm, clip, tokenizer=None, clip_tokenizer=None, dtype: tor
                       hidden_state_skip_layer: int = DEFAULT_SKIP_LAYERS, cache_size: int = 16) -> TextEncoder:
     """Load both towers onto `offload_device`; `encode` runs them on `device`.
 
-    dtype: compute dtype (default fp16 on CUDA as the reference, fp32 on CPU).
+    dtype: compute dtype, a torch dtype or a name ('fp16', 'half', 'bf16', 'fp32', ...; default fp16 on
+        CUDA as the reference, fp32 on CPU).
     llm_storage: 'auto' (fp8 files stay fp8, others in dtype), 'compute', 'fp8_e4m3fn', 'fp8_e5m2'.
     llm_config / clip_config: a transformers config, or a dict of overrides for the built one.
     """
-    device = torch.device(device) if device is not None else _default_device()
-    offload_device = torch.device(offload_device)
-    dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
+    device = parse_device(device, "device") if device is not None else _default_device()
+    offload_device = parse_device(offload_device, "offload_device")
+    dtype = parse_dtype(dtype, "dtype") or (torch.float16 if device.type == "cuda" else torch.float32)
+    if isinstance(hidden_state_skip_layer, bool) or not isinstance(hidden_state_skip_layer, int):
+        raise InvalidInputError(f"hidden_state_skip_layer: expected a whole number, got {hidden_state_skip_layer!r}.")
+    if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
+        raise InvalidInputError(f"cache_size: expected a whole number >= 0 (0 = no cache), got {cache_size!r}.")
     storage = resolve_storage(llm_storage)
     llm_tower = load_llama_tower(llm, tokenizer, dtype, offload_device, storage, llm_config, hidden_state_skip_layer)
     clip_tower = load_clip_tower(clip, clip_tokenizer, dtype, offload_device, clip_config)

@@ -16,18 +16,18 @@ from pathlib import Path
 
 import torch
 
-from ..errors import CheckpointError, InvalidInputError, UnknownFormatError
+from ..errors import CheckpointError, UnknownFormatError
 from ..weights.identify import describe
 from ..weights.key_check import key_mismatches
-from ..weights.reader import TensorSource, open_tensors
+from ..weights.loader import parse_device
+from ..weights.reader import TensorSource, check_finite, open_tensors
+from ..weights.storage import parse_dtype
 from .config import VAEConfig, config_from_dict, infer_config, resolve_config
 from .vae import HunyuanVideoVAE
 
 log = logging.getLogger(__name__)
 
 ANCHOR = "decoder.conv_in.conv.weight"
-_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16,
-           "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
 
 
 @dataclass
@@ -46,8 +46,11 @@ def load_vae(source, *, config=None, dtype=None, device="cpu") -> HunyuanVideoVA
     source: a file, a folder (diffusers `vae/` or a pipeline folder holding one, or the Tencent
     `vae/` folder), a state dict or a TensorSource. config: None (folder config.json, else from
     shapes), a VAEConfig, a preset name or a constructor-arguments dict (golden config.json as is).
-    dtype: None keeps the file's dtype; else a torch dtype or "fp32"/"bf16"/"fp16".
+    dtype: None keeps the file's dtype; else a torch dtype or a name ("fp32", "bf16", "fp16", "half",
+    ...: weights.storage.parse_dtype). Every tensor is checked for NaN/inf as it is read.
     """
+    requested = parse_dtype(dtype, "load_vae: dtype")
+    device = parse_device(device, "load_vae: device")
     tensors, folder_config, name = _open(source)
     prefix = _find_prefix(tensors, name)
     keys = {k[len(prefix):]: k for k in tensors.keys() if k.startswith(prefix)}
@@ -62,8 +65,11 @@ def load_vae(source, *, config=None, dtype=None, device="cpu") -> HunyuanVideoVA
     with torch.device("meta"):
         model = HunyuanVideoVAE(chosen, with_encoder=has_encoder)
     _check_shapes(model, shapes, name, origin)
-    target = _dtype(dtype) or tensors.dtype(keys[ANCHOR])
-    state = {k: tensors.get(keys[k]).to(device=device, dtype=target) for k in model.state_dict()}
+    target = requested or tensors.dtype(keys[ANCHOR])
+    if target not in (torch.float32, torch.float16, torch.bfloat16):
+        raise CheckpointError(f"{name}: '{keys[ANCHOR]}' is stored as {target}, not a float dtype; the VAE file is "
+                              "not usable as is (pass dtype='fp32' to convert it, or download it again).")
+    state = {k: _finite(tensors, keys[k], name).to(device=device, dtype=target) for k in model.state_dict()}
     model.load_state_dict(state, strict=True, assign=True)
     del state
     model.eval().requires_grad_(False)
@@ -74,12 +80,11 @@ def load_vae(source, *, config=None, dtype=None, device="cpu") -> HunyuanVideoVA
     return model
 
 
-def _dtype(dtype) -> torch.dtype | None:
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    if str(dtype).lower() in _DTYPES:
-        return _DTYPES[str(dtype).lower()]
-    raise InvalidInputError(f"load_vae: dtype={dtype!r}; use one of {sorted(_DTYPES)} or a torch dtype.")
+def _finite(tensors: TensorSource, key: str, name: str) -> torch.Tensor:
+    """The tensor, checked for NaN/inf as it is read (a sum per tensor; see reader.check_finite)."""
+    tensor = tensors.get(key)
+    check_finite(tensor, key, name)
+    return tensor
 
 
 def _open(source) -> tuple[TensorSource, VAEConfig | None, str]:

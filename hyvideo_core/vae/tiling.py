@@ -133,6 +133,30 @@ def tiled_decode(z: torch.Tensor, decode: Runner, tiles: TileSpec, config: VAECo
     return tile_time(z, by_space, temporal, config.sample_frames(frames), out_device)
 
 
+def decode_tile_inputs(z: torch.Tensor, tiles: TileSpec, config: VAEConfig) -> list[torch.Tensor]:
+    """The latent tiles `tiled_decode(z, decode, tiles, config)` hands to `decode`, in call order
+    (views of z). Found by a dry run of tiled_decode itself whose `decode` records its input and
+    returns an empty meta tensor of the decoded shape, so the list cannot drift from the real
+    traversal (the first meta operation of a process imports torch's meta kernels: about 1 s, once).
+    A caller that decodes these tiles elsewhere (e.g. spread over several processes) then runs
+    tiled_decode with a `decode` that returns them in this order: the blend is the same."""
+    inputs: list[torch.Tensor] = []
+
+    def record(chunk: torch.Tensor) -> torch.Tensor:
+        inputs.append(chunk)
+        return torch.empty(decoded_tile_shape(chunk.shape, config), dtype=chunk.dtype, device="meta")
+
+    tiled_decode(z, record, tiles, config, out_device="meta")
+    return inputs
+
+
+def decoded_tile_shape(latent_shape, config: VAEConfig) -> tuple[int, ...]:
+    """[B, out_channels, frames, H, W] the decoder makes of a latent [B, C, T, h, w]."""
+    t, h, w = latent_shape[-3:]
+    s = config.spatial_compression
+    return (latent_shape[0], config.out_channels, config.sample_frames(t), h * s, w * s)
+
+
 def decode_tile_count(latent_shape, tiles: TileSpec | None, config: VAEConfig) -> int:
     """How many decoder calls one sample takes with these tiles (for progress reports)."""
     if tiles is None:

@@ -56,12 +56,15 @@ class GGUFSource(TensorSource):
         try:
             # 'c' = copy-on-write mapping: writable views for torch, the file is never modified.
             self._reader = GGUFReader(str(path), mode="c")
-        except (ValueError, KeyError, OSError) as exc:
+            self.arch = _field_text(self._reader, "general.architecture")
+            self._tensors = {t.name: t for t in self._reader.tensors}
+        except Exception as exc:  # noqa: BLE001 - the gguf reader fails in many ways on a cut or damaged file
+            # (IndexError when the file ends inside its tensor table, ValueError, KeyError, OSError, ...)
+            size = path.stat().st_size if path.exists() else 0
             raise CheckpointError(
-                f"{path}: not a readable GGUF file ({exc}). It is probably truncated, corrupt or uses "
-                "an unknown quant type: download it again.") from exc
-        self.arch = _field_text(self._reader, "general.architecture")
-        self._tensors = {t.name: t for t in self._reader.tensors}
+                f"{path}: not a readable GGUF file ({type(exc).__name__}: {exc}; the file has {size} bytes). It is "
+                "probably truncated (an interrupted download), corrupt or uses an unknown quant type: download it "
+                "again.") from exc
         self._check_arch()
         self.metadata = {"general.architecture": self.arch or ""}
         for name, t in self._tensors.items():

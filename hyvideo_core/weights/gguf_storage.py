@@ -4,6 +4,8 @@ A quantised layer holds `weight` as a uint8 parameter (the raw GGML blocks, so `
 block swapping move the compact bytes) and a per-layer `GgufCodec` that knows the quant type and
 the logical shape. Unquantised tensors (F32/F16/BF16: biases, norms, embedders, final layer) are
 stored in the compute dtype like any plain tensor.
+NaN/inf is checked as each tensor streams in: plain tensors by value, quantised ones by their
+blocks' fp16 scales (the only fields of a block that can be non-finite).
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import logging
 
 import torch
 import torch.nn as nn
-from gguf import GGMLQuantizationType as Q
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as Q
 
 from ..errors import CheckpointError, InvalidInputError
 from ..runtime.placement import module_bytes
@@ -19,11 +21,18 @@ from .dit_format import DiTLayout
 from .gguf import GGUFSource
 from .gguf_dequant import check_supported, dequantize
 from .lazy import owned, release_pages
+from .reader import check_finite
 from .storage_common import StorageReport, assign
 
 log = logging.getLogger(__name__)
 
 _PLAIN = (Q.F32, Q.F16, Q.BF16)
+# Byte offsets of the fp16 super-scales (d, and dmin where there is one) inside each block
+# (ggml-quants.h). The other block fields are small integers, so a block dequantises to finite
+# values exactly when these scales are finite: checking them is the NaN/inf check of a quantised
+# tensor, at 2-4 bytes read per block instead of a dequantisation.
+_SCALE_OFFSETS = {Q.Q8_0: (0,), Q.Q4_0: (0,), Q.Q4_1: (0, 2), Q.Q5_0: (0,), Q.Q5_1: (0, 2), Q.Q2_K: (80, 82),
+                  Q.Q3_K: (108,), Q.Q4_K: (0, 2), Q.Q5_K: (0, 2), Q.Q6_K: (208,)}
 
 
 class GgufCodec:
@@ -76,10 +85,12 @@ class GgufStorage:
             qtype = source.qtype(source_key)
             if qtype in _PLAIN:
                 tensor = source.get(source_key)
+                check_finite(tensor, source_key, source.name)
                 assign(model, key, owned(tensor, device, dtype if tensor.is_floating_point() else tensor.dtype))
                 self.report.plain += 1
             else:
                 raw = source.raw(source_key)
+                _check_scales(raw, source_key, source.name)
                 self._install(model, key, raw, device)
                 tensor = raw.data
                 self.report.kept += 1
@@ -102,3 +113,13 @@ class GgufStorage:
         for key, recipe in layout.recipes.items():
             check_supported(source.qtype(recipe.sources[0]), f"{source.name}: tensor '{key}'")
 
+
+def _check_scales(raw, key: str, source_name: str) -> None:
+    """NaN/inf in a quantised tensor: its blocks' fp16 scales (see _SCALE_OFFSETS)."""
+    offsets = _SCALE_OFFSETS.get(raw.qtype)
+    if offsets is None or raw.data.numel() == 0:
+        return
+    blocks = raw.data.reshape(-1, GGML_QUANT_SIZES[raw.qtype][1])
+    for offset in offsets:
+        scales = blocks[:, offset:offset + 2].contiguous().view(torch.float16)
+        check_finite(scales, f"{key} ({raw.qtype.name} block scales)", source_name)

@@ -12,14 +12,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, InvalidInputError
 from ..model.attention import resolve_backend
 from ..model.config import DiTConfig, infer_from_shapes, resolve
 from ..model.transformer import HunyuanVideoTransformer
 from .dit_format import DiTLayout, detect_layout
 from .key_check import key_mismatches
 from .reader import TensorSource, open_tensors
-from .storage import storage_for
+from .storage import parse_dtype, storage_for
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +56,18 @@ def load_transformer(source, *, config=None, dtype: torch.dtype | None = None, d
     source: a file (.safetensors, .pt/.pth, .gguf), a diffusers folder, or a state dict.
     config: a preset name, a dict (our field names or the reference constructor's), a
         DiTConfig, or None to infer from the tensor shapes (13B defaults for the rest).
-    dtype: compute dtype (default: the checkpoint's float dtype; fp8 files compute in bf16).
+    dtype: compute dtype: a torch dtype or a name ('bf16', 'fp16', 'half', 'fp32', ...; see
+        weights.storage.parse_dtype); default: the checkpoint's float dtype (fp8 files compute in bf16).
     attention: 'auto' | 'sdpa' | 'flash' | 'sage'; an unavailable one fails here.
     storage: weight storage policy (default `storage_for("auto")`: fp8 and GGUF files stay
         quantised, anything else is stored in the compute dtype).
     """
-    device = torch.device(device)
+    dtype = parse_dtype(dtype, "dtype")
+    device = parse_device(device, "device")
+    if storage is not None and not callable(getattr(storage, "load", None)):
+        raise InvalidInputError(
+            f"storage={storage!r}: not a weight storage policy; pass storage_for(<weight format>) "
+            "(e.g. storage_for('fp8_e4m3fn')) or leave it unset.")
     backend = resolve_backend(attention, device, kernel=attention_kernel)  # fail before reading weights
     src = open_tensors(source)
     layout = detect_layout(src)
@@ -81,6 +87,24 @@ def load_transformer(source, *, config=None, dtype: torch.dtype | None = None, d
                                    backend.name, storage.name, len(layout.recipes), layout.outside)
     log.info("Loaded DiT: %s", model.load_report.summary())
     return model
+
+
+def parse_device(device, parameter: str = "device") -> torch.device:
+    """A torch.device from a device or its name ('cpu', 'cuda', 'cuda:1', 'mps'); else an
+    InvalidInputError naming the parameter."""
+    if not isinstance(device, torch.device):
+        try:
+            device = torch.device(device)
+        except (RuntimeError, TypeError, ValueError):
+            raise InvalidInputError(f"{parameter}={device!r}: not a device name; use 'cpu', 'cuda', 'cuda:1' or "
+                                    "'mps'.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidInputError(f"{parameter}={str(device)!r}: CUDA is not available in this torch build or on this "
+                                "machine; use 'cpu'.")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise InvalidInputError(f"{parameter}={str(device)!r}: this machine has {torch.cuda.device_count()} CUDA "
+                                f"device(s) (cuda:0..cuda:{torch.cuda.device_count() - 1}).")
+    return device
 
 
 def _config_for(config, shapes, src: TensorSource) -> DiTConfig:

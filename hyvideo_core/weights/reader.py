@@ -18,7 +18,7 @@ from typing import Callable, Iterable, Mapping
 import torch
 from safetensors import safe_open
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, InvalidInputError
 from .source import TensorSource
 
 _SAFETENSORS_DTYPES = {
@@ -146,11 +146,69 @@ def _check_safetensors_header(path: Path) -> None:
             header = json.loads(fh.read(header_len) or b"{}")
         except ValueError as exc:
             raise CheckpointError(f"{path}: corrupt safetensors header ({exc}). Download it again.") from exc
-    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    end = _header_end(path, header)
     if 8 + header_len + end > size:
         raise CheckpointError(
             f"{path}: truncated safetensors file: tensors need {8 + header_len + end} bytes but "
             f"the file has {size}. Download it again.")
+
+
+# fp8 bytes whose value is NaN (e4m3fn: S.1111.111) or NaN/inf (e5m2: S.11111.xx): the largest codes of
+# each sign, so two max-reductions over the bytes find them (isfinite has no fp8 kernel).
+_FP8_NON_FINITE = {torch.float8_e4m3fn: 0x7F, torch.float8_e5m2: 0x7C}
+
+
+def has_non_finite(tensor: torch.Tensor) -> bool:
+    """True if `tensor` holds a NaN or an infinity. Cheap enough to run on every tensor a loader
+    streams in: a float tensor is summed first (a reduction runs ~10x faster than an elementwise
+    test, and any NaN/inf makes the sum NaN/inf); only when the sum is not finite (a NaN/inf, or a
+    sum that overflowed) is every element tested. fp8 bytes are tested through their bit patterns."""
+    if tensor.dtype in _FP8_NON_FINITE:
+        low = _FP8_NON_FINITE[tensor.dtype]
+        raw = tensor.view(torch.uint8)
+        if raw.numel() == 0:
+            return False
+        # positive codes: int8 view's max; negative codes (sign bit set): uint8 view's max.
+        return int(raw.view(torch.int8).max()) >= low or int(raw.max()) >= 0x80 | low
+    if not tensor.is_floating_point() or tensor.numel() == 0:
+        return False
+    if bool(torch.isfinite(tensor.sum())):
+        return False
+    return not bool(torch.isfinite(tensor).all())
+
+
+def check_finite(tensor: torch.Tensor, key: str, source_name: str) -> None:
+    """A CheckpointError naming the file and the tensor when `tensor` holds NaN/inf values."""
+    if has_non_finite(tensor):
+        values = tensor.float() if tensor.dtype in _FP8_NON_FINITE else tensor
+        bad = int((~torch.isfinite(values)).sum())
+        raise CheckpointError(
+            f"{source_name}: tensor '{key}' holds {bad} NaN/infinite value(s) of {tensor.numel()} (the first "
+            "non-finite tensor in the file); a model with them produces NaN (black) videos. The file is damaged "
+            "or was saved from a diverged training run: download or convert it again.")
+
+
+def _header_end(path: Path, header: object) -> int:
+    """The end of the data the header describes; every entry checked for the fields safetensors
+    needs (dtype, shape, data_offsets = [begin, end]), so a malformed header is a CheckpointError."""
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: corrupt safetensors header: a JSON {type(header).__name__}, not an object "
+                              "of tensor entries. Download it again.")
+    end = 0
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        shape = entry.get("shape") if isinstance(entry, dict) else None
+        if (not isinstance(offsets, list) or len(offsets) != 2
+                or not all(isinstance(o, int) and not isinstance(o, bool) and o >= 0 for o in offsets)
+                or offsets[0] > offsets[1] or not isinstance(entry.get("dtype"), str)
+                or not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape)):
+            raise CheckpointError(
+                f"{path}: corrupt safetensors header: entry {key!r} is {json.dumps(entry)[:120]}, not "
+                '{"dtype": ..., "shape": [...], "data_offsets": [begin, end]}; the file is corrupt: download it again.')
+        end = max(end, offsets[1])
+    return end
 
 
 def sniff(path: Path) -> str:
@@ -188,6 +246,10 @@ def open_tensors(source: object) -> TensorSource:
         return source
     if isinstance(source, Mapping):
         return DictSource(source)
+    if not isinstance(source, (str, os.PathLike)):
+        raise InvalidInputError(
+            f"checkpoint source: got a {type(source).__name__} ({str(source)[:60]!r}); give a file or folder "
+            "path, a state dict of tensors or a TensorSource.")
     path = Path(os.fspath(source)).expanduser()
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or folder.")
@@ -211,8 +273,13 @@ def _open_folder(path: Path) -> TensorSource:
     for sub in (path, path / "transformer", path / "vae"):
         index = sorted(sub.glob("*.safetensors.index.json"))
         if index:
-            weight_map = json.loads(index[0].read_text())["weight_map"]
-            files = sorted(set(weight_map.values()))
+            try:
+                weight_map = json.loads(index[0].read_text())["weight_map"]
+                files = sorted(set(weight_map.values()))
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise CheckpointError(
+                    f"{index[0]}: not a readable shard index (expected {{\"weight_map\": {{tensor: shard file}}}}; "
+                    f"{type(exc).__name__}: {exc}). Download the folder again.") from exc
             missing = [f for f in files if not (sub / f).exists()]
             if missing:
                 raise CheckpointError(f"{index[0]}: shards missing from {sub}: {missing}")

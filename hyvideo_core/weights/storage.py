@@ -4,7 +4,10 @@ A policy has `.name`, `load(model, layout, source, dtype, device)` and, optional
 `default_dtype(layout, source)` (the compute dtype when the caller gives none). Every policy
 here streams the checkpoint tensor by tensor into memory of its own and hands the source's
 memory-mapped pages back after each tensor (see lazy.py), so RAM peaks at the model plus about
-one tensor, never at twice the file.
+one tensor, never at twice the file. Each file tensor is checked for NaN/inf as it streams in, once
+(`reader.check_finite`: a sum per tensor, an elementwise test only when that sum is not finite;
+fp8 bytes by their NaN/inf bit patterns, and the fp8 scales), so a damaged file is refused at load
+naming its first bad tensor instead of sampling a black video.
 
 Formats (`FORMATS`, the values the CLI and nodes offer):
 - "auto": the file's own format: GGUF quants stay quantised, fp8 files stay fp8 with their own
@@ -30,13 +33,35 @@ from .fp8 import FP8_DTYPES, Fp8Codec, dequantize_tensor, install_fp8, quantize
 from .fp8_files import file_scales
 from .quantised_layers import is_quantisable
 from .lazy import is_mapped, owned, release_pages
-from .reader import TensorSource
+from .reader import TensorSource, check_finite
 from .storage_common import StorageReport, assign
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("auto", "bf16", "fp16", "fp32", "fp8_e4m3fn", "fp8_e5m2", "fp8_scaled", "gguf")
 PLAIN_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+# Every name a dtype argument accepts (case does not matter), for the DiT, the VAE and the text towers.
+DTYPE_NAMES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
+               "half": torch.float16, "fp32": torch.float32, "float32": torch.float32, "float": torch.float32}
+
+
+def parse_dtype(value, parameter: str = "dtype") -> torch.dtype | None:
+    """A compute dtype from a torch.dtype or one of DTYPE_NAMES ('bf16', 'half', 'torch.float32', ...);
+    None stays None (the caller's default). Anything else is an InvalidInputError naming `parameter`."""
+    if value is None:
+        return None
+    allowed = set(DTYPE_NAMES.values())
+    if isinstance(value, torch.dtype):
+        if value in allowed:
+            return value
+        raise InvalidInputError(f"{parameter}={value}: not a compute dtype; use torch.bfloat16, torch.float16 or "
+                                "torch.float32 (or one of the names " + ", ".join(DTYPE_NAMES) + ").")
+    if isinstance(value, str):
+        name = value.strip().lower().removeprefix("torch.")
+        if name in DTYPE_NAMES:
+            return DTYPE_NAMES[name]
+    raise InvalidInputError(f"{parameter}={value!r}: unknown dtype; use one of {', '.join(DTYPE_NAMES)} "
+                            "or torch.bfloat16 / torch.float16 / torch.float32.")
 
 
 def storage_for(weight_format: str = "auto", *, fast_fp8: bool = False, scale_map=None):
@@ -70,6 +95,8 @@ class StreamingStorage:
         self.scales = file_scales(layout, source, self.scale_map)
         for key, recipe in layout.recipes.items():
             parts = [source.get(k) for k in recipe.sources]
+            for k, part in zip(recipe.sources, parts):
+                check_finite(part, k, source.name)   # each tensor once, as it streams in
             self.store_tensor(model, key, recipe, parts, dtype, device)
             for k, part in zip(recipe.sources, parts):
                 if is_mapped(source, k):
@@ -98,12 +125,18 @@ class StreamingStorage:
         """float32 values of one source part (fp8 parts times their file scale)."""
         if part.dtype not in FP8_DTYPES:
             return part.float()
+        return dequantize_tensor(part, self.weight_scale(source_key, official_module).to(part.device))
+
+    def weight_scale(self, source_key: str, official_module: str) -> torch.Tensor:
+        """The file's scale for an fp8 weight (1 when the file has none), checked to be finite."""
         scale = self.scales.weight_scale(source_key, official_module)
         if scale is None:
             if self.scales.marked:
                 raise self.scales.missing(source_key, official_module)
-            scale = torch.ones(())
-        return dequantize_tensor(part, scale.to(part.device))
+            return torch.ones(())
+        from_map = source_key.rsplit(".", 1)[0] not in self.scales.weight_keys
+        check_finite(scale, f"scale of {source_key}", self.scales.map_file if from_map else self.scales.source.name)
+        return scale
 
 
 class CastStorage(StreamingStorage):
@@ -154,12 +187,10 @@ class Fp8Storage(StreamingStorage):
         source_key = recipe.sources[0]
         if len(parts) == 1 and parts[0].dtype == self.fp8_dtype:
             # The file's own fp8 bytes and scales, untouched.
-            scale = self.scales.weight_scale(source_key, module_name)
-            if scale is None:
-                if self.scales.marked:
-                    raise self.scales.missing(source_key, module_name)
-                scale = torch.ones(())
+            scale = self.weight_scale(source_key, module_name)
             scale_in = self.scales.input_scale(source_key)
+            if scale_in is not None:
+                check_finite(scale_in, f"input scale of {source_key}", self.scales.source.name)
             install_fp8(layer, owned(parts[0], device), scale.to(device),
                         self.codec, None if scale_in is None else scale_in.to(device))
             self.report.kept += 1

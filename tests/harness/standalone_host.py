@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 
-from hyvideo_core.errors import CancelledError, InvalidInputError
+from hyvideo_core.errors import CancelledError, HyVideoError, InvalidInputError
 
 from .pack import pack_module
 
@@ -204,6 +204,12 @@ class StandaloneHost:
         for obj in list(self._unloadables):
             obj.unload()
         self.free_memory()
+
+    def native_model(self, model, shift: float = 7.0, cache=None):
+        """A native ComfyUI MODEL needs ComfyUI itself (its model classes, samplers and memory manager)."""
+        raise HyVideoError("HunyuanVideo To Native MODEL: a native MODEL runs in ComfyUI's own samplers and memory "
+                           "manager, which this standalone host does not have; run the node inside ComfyUI "
+                           "(tests: tests/test_comfyui_native.py), or use the HunyuanVideo Sampler here.")
 
     # ---- server ----
     def register_route(self, method: str, path: str, handler: Callable) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .policy import StepCache, relative_l1
+from .policy import StepCache, relative_l1, token_sums
 
 
 @dataclass
@@ -39,7 +39,7 @@ class FirstBlockCache(StepCache):
         change = None
         skip = False
         if self.may_skip_now() and st.reference is not None and st.rest.shape == img1.shape:
-            change = relative_l1(first_residual, st.reference)
+            change = relative_l1(first_residual, st.reference, token_sums(model))
             skip = change < self.threshold
         self.changes.append((self.step, self.branch, change, skip))
         self.count(skip)

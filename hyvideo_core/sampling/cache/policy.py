@@ -5,6 +5,12 @@ The loop calls `start_run(total_steps)` once (state is reset there), `begin_step
 before every forward (branch is "cond", "uncond" or "cond+uncond" for batched true CFG), and
 `release()` at the end (also on cancellation). The DiT calls `run(model, e) -> img` in place of
 its blocks while the policy is installed as `model.cache`.
+
+Under a parallel policy (hyvideo_core.parallel) each rank holds a shard of the image tokens and
+maybe one CFG half; the skip decision must be the same on every rank (or the ranks deadlock in
+the next collective) and equal to one process's. So the relative L1 is computed from the
+partial sums of all ranks (`token_sums(model)`: |diff| and |previous| summed over the real
+tokens, all-reduced), whose ratio is the one-process mean ratio.
 """
 from __future__ import annotations
 
@@ -54,10 +60,20 @@ def installed(model, policy) -> Iterator:
         model.cache = previous
 
 
-def relative_l1(current: torch.Tensor, previous: torch.Tensor) -> float:
-    """mean|current - previous| / mean|previous|, in float32."""
+def token_sums(model):
+    """The model's cross-rank sums of per-token tensors (`model.parallel.token_sums`), or None
+    in one process."""
+    return getattr(getattr(model, "parallel", None), "token_sums", None)
+
+
+def relative_l1(current: torch.Tensor, previous: torch.Tensor, sums=None) -> float:
+    """mean|current - previous| / mean|previous|, in float32. `sums(*tensors) -> [floats]`
+    (token_sums) makes it the ratio of sums over every rank's real tokens."""
     previous = previous.to(device=current.device, dtype=torch.float32)
     current = current.float()
+    if sums is not None:
+        diff, base = sums((current - previous).abs(), previous.abs())
+        return diff / base
     return float((current - previous).abs().mean() / previous.abs().mean())
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .policy import StepCache, relative_l1
+from .policy import StepCache, relative_l1, token_sums
 
 # The official HunyuanVideo rescaling polynomial, highest power first (TeaCache @7c10efc).
 HUNYUAN_COEFFICIENTS = (7.33226126e+02, -4.01131952e+02, 6.75869174e+01, -3.14987800e+00, 9.61237896e-02)
@@ -55,14 +55,15 @@ class TeaCache(StepCache):
         super().start_run(total_steps)
         self.decisions: list[TeaCacheDecision] = []
 
-    def observe(self, modulated: torch.Tensor, reusable: bool = True) -> bool:
+    def observe(self, modulated: torch.Tensor, reusable: bool = True, sums=None) -> bool:
         """Record this step's indicator; True when the blocks may be skipped. `reusable` is False
-        when there is no cached residual of the right shape (then the step computes)."""
+        when there is no cached residual of the right shape (then the step computes); `sums`
+        reduces the indicator across ranks (policy.token_sums)."""
         st: TeaCacheState = self.state(TeaCacheState)
         change = None
         skip = False
         if self.may_skip_now() and st.previous_input is not None and reusable:
-            change = relative_l1(modulated, st.previous_input)
+            change = relative_l1(modulated, st.previous_input, sums)
             st.accumulated += rescale(change, self.coefficients)
             skip = st.accumulated < self.threshold
         if not skip:
@@ -74,7 +75,7 @@ class TeaCache(StepCache):
     def run(self, model, e) -> torch.Tensor:
         st: TeaCacheState = self.state(TeaCacheState)
         reusable = st.residual is not None and st.residual.shape == e.img.shape
-        skip = self.observe(model.modulated_image_input(e), reusable)
+        skip = self.observe(model.modulated_image_input(e), reusable, token_sums(model))
         self.count(skip)
         if skip:
             return e.img + self.load(st.residual, e.img)

@@ -1,21 +1,11 @@
-"""The one module that talks to ComfyUI (folder_paths, comfy.*, server).
+"""ComfyHost: the pack's host inside a running ComfyUI (folder_paths, comfy.*, server).
 
-Node code uses the module-level `host` and nothing else from the host application:
-
-    from .host import host
-    path = host.full_path("diffusion_models", unet_name)   # clear error naming the folders searched
-    bar = host.progress(total=steps, node_id=unique_id)
-    bar.update(step, preview_rgb=frame)                     # also raises if the user pressed Cancel
-    main, offload = host.devices()
-    with host.interruptible():                              # engine CancelledError -> host's interrupt
-        ...
-
-`host` forwards every attribute read and write to the installed host, so node modules keep the
-object they imported while the host behind it changes (`install_host`). Inside a running ComfyUI the
-installed host is a ComfyHost, created when the pack is imported. Anywhere else it is a NoHost
-until someone calls `install_host(...)` (the tests install their standalone host): the pack still
-imports (routes are recorded and handed to the next host installed, model lists are empty), and
-every other service raises a HyVideoError saying the nodes run inside ComfyUI.
+Memory goes through ComfyUI's own manager (comfy.model_management), never by patching it: every
+DiT the pack loads gets one `HyVideoPatcher` (native_model.py, a ModelPatcher subclass) that is
+handed to `load_models_gpu` like any native model. So ComfyUI's accounting (current_loaded_models)
+lists it with the bytes our placement holds on the GPU, its eviction (`free_memory`, which a native
+model's load and "Unload models" / POST /free run) releases or block-swaps it, and the same patcher,
+cloned, is the diffusion model of the native MODEL (`native_model`).
 """
 from __future__ import annotations
 
@@ -28,36 +18,14 @@ from typing import Callable
 
 import torch
 
-from hyvideo_core.errors import CancelledError, HyVideoError, InvalidInputError
+from hyvideo_core.errors import CancelledError, InvalidInputError
 
-from .folders import (MODEL_EXTENSIONS, list_input_files, missing_input_error, missing_model_error, scan_model_dirs,
-                      scan_model_files)
+from ..folders import (MODEL_EXTENSIONS, list_input_files, missing_input_error, missing_model_error, scan_model_dirs,
+                       scan_model_files)
 
 log = logging.getLogger(__name__)
 
 PREVIEW_MAX_SIZE = 512  # longest side of the latent previews sent to the browser
-
-
-# What node code may ask of a host (besides `name` and `routes`); every host implements all of it.
-HOST_METHODS = (
-    "folders", "filenames", "full_path", "model_dirs", "full_dir_path", "comfy_root",
-    "output_dir", "input_dir", "input_files", "input_path",
-    "progress", "check_interrupt", "interruptible",
-    "devices", "device_memory", "free_memory", "free_device_memory", "register_unloadable", "unload_all",
-    "register_route",
-)
-
-
-def preview_array(rgb) -> "object":
-    """A preview frame (tensor/array [H, W, 3], float 0..1 or uint8) -> uint8 numpy [H, W, 3]."""
-    from hyvideo_core.video import frames_to_uint8
-    return frames_to_uint8(rgb[None], name="preview")[0]
-
-
-def comfyui_is_running() -> bool:
-    # Importing comfy.model_management outside a running ComfyUI would parse sys.argv and pick
-    # devices; ComfyUI always imports both of these itself before it loads any pack.
-    return "folder_paths" in sys.modules and "comfy.model_management" in sys.modules
 
 
 class ComfyProgress:
@@ -70,6 +38,8 @@ class ComfyProgress:
         preview = None
         if preview_rgb is not None:
             from PIL import Image
+
+            from . import preview_array
             preview = ("JPEG", Image.fromarray(preview_array(preview_rgb)), PREVIEW_MAX_SIZE)
         self.bar.update_absolute(int(step), None if total is None else int(total), preview)
         self.host.check_interrupt()  # ComfyUI's progress hook checks too; this also covers no-hook setups
@@ -83,9 +53,9 @@ class ComfyHost:
         import folder_paths
         self._fp = folder_paths
         self._mm = comfy.model_management
-        self._unloadables: weakref.WeakSet = weakref.WeakSet()
+        self._patchers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # LoadedDiT -> its patcher
+        self._others: weakref.WeakSet = weakref.WeakSet()   # other unloadables: unload() on unload_all
         self.routes: list[tuple[str, str, Callable]] = []
-        self._follow_model_unloads()
 
     # ---- model folders (folder_paths) ----
     def folders(self, kind: str) -> list[str]:
@@ -167,43 +137,66 @@ class ComfyHost:
         return self._mm.get_torch_device(), self._mm.unet_offload_device()
 
     def device_memory(self, device: torch.device | None = None) -> tuple[int, int]:
+        """(free, total) bytes; with --reserve-vram the total leaves that much out (the budget our
+        planner may fill)."""
         device = device or self._mm.get_torch_device()
-        return int(self._mm.get_free_memory(device)), int(self._mm.get_total_memory(device))
+        free, total = int(self._mm.get_free_memory(device)), int(self._mm.get_total_memory(device))
+        if torch.device(device).type != "cpu" and _reserve_vram_given():
+            total = max(0, total - int(self._mm.extra_reserved_memory()))
+        return free, total
 
     def free_memory(self) -> None:
         self._mm.soft_empty_cache()
 
     def free_device_memory(self, nbytes: int, device: torch.device) -> None:
-        """Ask ComfyUI to move its own models off `device` until `nbytes` are free there (it knows
-        nothing about ours otherwise). CPU memory is left to the OS."""
-        if torch.device(device).type != "cpu":
-            self._mm.free_memory(int(nbytes), torch.device(device))
+        """Before this pack's own sampler / text towers / VAE use `device`: ComfyUI's manager moves
+        other models away until `nbytes` are free (as it does before a native model runs), keeping
+        our DiTs it lists (their placement is the run layer's). A DiT of ours it does not list (it
+        evicted it, or POST /free) is handed back to it first (load_models_gpu, where it stands),
+        since the run layer may place it right after this call: then the room asked for counts its
+        weights plus the rest of the request. On the CPU ComfyUI frees nothing (as for its own)."""
+        device = torch.device(device)
+        ours = [p for p in self._patchers.values() if _same_device(p.load_device, device)]
+        listed = [entry for entry in self._mm.current_loaded_models
+                  if entry.model is not None and any(entry.model.is_clone(p) for p in ours)]
+        unlisted = [p for p in ours if not any(entry.model.is_clone(p) for entry in listed)]
+        if unlisted:
+            weights = sum(p.model_size() - p.loaded_size() for p in unlisted)
+            self._mm.load_models_gpu(unlisted, memory_required=max(0, int(nbytes) - weights))
+        elif device.type != "cpu":
+            self._mm.free_memory(int(nbytes), device, keep_loaded=listed)
 
     def register_unloadable(self, obj) -> None:
-        """Remember `obj` (weakly): its `unload()` runs when ComfyUI unloads all models
-        (the Unload Models button, POST /free)."""
-        self._unloadables.add(obj)
+        """Hand `obj` to ComfyUI's memory manager (weakly: it does not keep it alive). A loaded DiT
+        gets its HyVideoPatcher, loaded through `load_models_gpu` where it stands; anything else is
+        unloaded (`obj.unload()`) by `unload_all`."""
+        if _is_loaded_dit(obj):
+            self._mm.load_models_gpu([self.patcher_for(obj)])
+        else:
+            self._others.add(obj)
 
     def unload_all(self) -> None:
-        for obj in list(self._unloadables):
+        """Release this pack's models from the main device (what ComfyUI's manager does when it
+        unloads them); their entries in ComfyUI's accounting then read 0 bytes loaded."""
+        for patcher in list(self._patchers.values()):
+            patcher.detach(unpatch_all=True)
+        for obj in list(self._others):
             obj.unload()
         self.free_memory()
 
-    def _follow_model_unloads(self) -> None:
-        # ComfyUI only unloads its own ModelPatchers; it has no hook for other models, so we chain
-        # onto unload_all_models (looked up by attribute at call time by main.py and /free).
-        original = self._mm.unload_all_models
-        host_ref = weakref.ref(self)
+    def patcher_for(self, loaded):
+        """The one HyVideoPatcher of a LoadedDiT (created on first use; it lives as long as the DiT)."""
+        patcher = self._patchers.get(loaded)
+        if patcher is None:
+            from .native_model import HyVideoPatcher
+            patcher = self._patchers[loaded] = HyVideoPatcher.for_dit(loaded)
+        return patcher
 
-        def unload_all_models(*args, **kwargs):
-            result = original(*args, **kwargs)
-            host = host_ref()
-            if host is not None:
-                host.unload_all()
-            return result
-
-        unload_all_models.__wrapped__ = original
-        self._mm.unload_all_models = unload_all_models
+    def native_model(self, model, shift: float = 7.0, cache=None):
+        """A ComfyUI MODEL (a clone of the DiT's patcher) that runs `model` (a HyVideoModel handle:
+        its LoRAs, block swap and budget) with flow shift `shift` and an optional CacheRequest."""
+        from .native_model import native_clone
+        return native_clone(self.patcher_for(model.loaded), model, shift, cache)
 
     # ---- server routes (server.PromptServer) ----
     def register_route(self, method: str, path: str, handler: Callable) -> None:
@@ -223,78 +216,22 @@ class ComfyHost:
         instance.routes.route(method.upper(), path)(handler)
 
 
+def _is_loaded_dit(obj) -> bool:
+    return hasattr(obj, "transformer") and hasattr(obj, "placement") and hasattr(obj, "sync_loras")
+
+
+def _same_device(a, b) -> bool:
+    a, b = torch.device(a), torch.device(b)
+    return a.type == b.type and (a.index or 0) == (b.index or 0)
+
+
+def _reserve_vram_given() -> bool:
+    args = getattr(sys.modules.get("comfy.cli_args"), "args", None)
+    return getattr(args, "reserve_vram", None) is not None
+
+
 def _extension(name: str) -> str:
     dot = name.rfind(".")
     return name[dot:].lower() if dot >= 0 else ""
 
 
-class NoHost:
-    """The host outside ComfyUI until one is installed: enough for the pack to import and for
-    INPUT_TYPES to answer (empty lists); any other service raises a HyVideoError."""
-
-    name = "none"
-
-    def __init__(self):
-        self.routes: list[tuple[str, str, Callable]] = []
-
-    def register_route(self, method: str, path: str, handler: Callable) -> None:
-        """Recorded only; `install_host` hands these routes to the host installed next."""
-        self.routes.append((method.upper(), path, handler))
-
-    def filenames(self, kind: str, extensions=MODEL_EXTENSIONS) -> list[str]:
-        return []
-
-    def model_dirs(self, kind: str, marker: str = "config.json") -> list[str]:
-        return []
-
-    def input_files(self, extensions) -> list[str]:
-        return []
-
-
-def _needs_a_host(name: str):
-    def service(self, *args, **kwargs):
-        raise HyVideoError(f"host.{name}: no host is installed. The hyvideo nodes run inside ComfyUI; "
-                           "outside it, install a host first with nodes.host.install_host(...).")
-    service.__name__ = service.__qualname__ = name
-    return service
-
-
-for _name in HOST_METHODS:
-    if not hasattr(NoHost, _name):
-        setattr(NoHost, _name, _needs_a_host(_name))
-del _name
-
-
-class HostProxy:
-    """The module-level `host`: every attribute read, write and delete goes to the installed host."""
-
-    __slots__ = ("_installed",)
-
-    def __init__(self, installed):
-        object.__setattr__(self, "_installed", installed)
-
-    def __getattr__(self, name: str):
-        return getattr(self._installed, name)
-
-    def __setattr__(self, name: str, value) -> None:
-        setattr(self._installed, name, value)
-
-    def __delattr__(self, name: str) -> None:
-        delattr(self._installed, name)
-
-    def __repr__(self) -> str:
-        return f"<hyvideo host: {self._installed!r}>"
-
-
-def install_host(impl):
-    """Make `impl` the host behind `host` and return the one it replaces. Routes that a NoHost
-    recorded are registered on `impl` (the pack registers its routes when it is imported)."""
-    previous = host._installed
-    object.__setattr__(host, "_installed", impl)
-    if isinstance(previous, NoHost) and not isinstance(impl, NoHost):
-        for method, path, handler in previous.routes:
-            impl.register_route(method, path, handler)
-    return previous
-
-
-host = HostProxy(ComfyHost() if comfyui_is_running() else NoHost())
