@@ -1,5 +1,7 @@
 """A real ComfyUI with this pack linked in, for the tests that need one (test_comfyui_real.py,
-test_comfyui_frontend.py); they skip unless COMFYUI_PATH points at a ComfyUI checkout.
+test_comfyui_frontend.py, test_comfyui_soak.py). Without COMFYUI_PATH (a ComfyUI checkout) they
+skip; when the environment variable CI is set they FAIL instead, naming what is missing, so a CI
+run can never pass without running them (.ci/run prepares the host; see the README).
 
     with running_comfyui(tmp_root, extra_custom_nodes={"x.py": "..."}) as server:
         status, body = asyncio.run(http(server, "GET", "/object_info"))
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import json
 import os
 import socket
@@ -31,6 +34,40 @@ COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
 PACK_ROOT = Path(__file__).resolve().parents[1]
 PACK_FOLDER = "hyvideo"                    # the symlink's name: ComfyUI serves our JS under /extensions/hyvideo/
 START_TIMEOUT = 180
+# CI=true / 1 / yes (any value but empty, 0, false, no): the host tests must run, not skip.
+IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def host_missing() -> list[str]:
+    """What the real-host tests need and this machine lacks (empty when they can run)."""
+    missing = []
+    if not COMFYUI_PATH:
+        missing.append("COMFYUI_PATH (a ComfyUI checkout)")
+    elif not (Path(COMFYUI_PATH) / "main.py").is_file():
+        missing.append(f"a ComfyUI checkout at COMFYUI_PATH={COMFYUI_PATH} (no main.py there)")
+    python = os.environ.get("COMFYUI_PYTHON")
+    if python and not os.access(python, os.X_OK):
+        missing.append(f"an executable COMFYUI_PYTHON (got {python})")
+    if importlib.util.find_spec("aiohttp") is None:
+        missing.append("aiohttp (pip install -e '.[test]')")
+    return missing
+
+
+def unless_present(missing: list[str]) -> list:
+    """pytest marks for a module whose tests need `missing` to be empty: skipped outside CI; in CI
+    the module's tests run, and `require` (called from their fixture) fails each of them."""
+    return [pytest.mark.comfyui,
+            pytest.mark.skipif(bool(missing) and not IN_CI, reason=f"needs {', '.join(missing)}")]
+
+
+def require(missing: list[str]) -> None:
+    """Fail (in CI) or skip (elsewhere) when something the real-host tests need is missing."""
+    if missing:
+        message = f"needs {', '.join(missing)}"
+        if IN_CI:
+            pytest.fail(f"CI is set, so the real-host tests must run, but this machine {message} "
+                        "(.ci/run prepares them)", pytrace=False)
+        pytest.skip(message)
 
 
 def free_port() -> int:
@@ -83,12 +120,21 @@ def stop(server: dict) -> None:
 
 @contextlib.contextmanager
 def running_comfyui(root: Path, extra_custom_nodes: dict[str, str] | None = None) -> Iterator[dict]:
+    require(host_missing())
     server = start(root, prepare_root(root, extra_custom_nodes))
     try:
         wait_until_up(server)
         yield server
     finally:
         stop(server)
+
+
+def rss_bytes(server: dict) -> int:
+    """Resident memory of the ComfyUI process started here (VmRSS in /proc/PID/status)."""
+    for line in Path(f"/proc/{server['process'].pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for ComfyUI (pid {server['process'].pid})")
 
 
 def wait_until_up(server: dict) -> None:

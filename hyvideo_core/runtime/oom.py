@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 
 from ..errors import OutOfMemoryError
-from .devices import is_out_of_memory, main_device, release_memory, total_bytes
+from .devices import is_cuda, is_out_of_memory, main_device, release_memory, total_bytes
 from .planner import GiB, PlanInputs, auto_swap, plan
 
 
@@ -22,12 +22,17 @@ def oom_with_plan(exc: BaseException, inputs: PlanInputs, *, budget: int | None 
                   stage: str = "sampling", device="auto") -> OutOfMemoryError:
     """The error to raise instead of `exc` (call as `raise oom_with_plan(exc, inputs) from exc`)."""
     dev = main_device(device)
+    given_budget = budget
     budget = budget or total_bytes(dev) or 0
     detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     current = plan(inputs)
     head = (f"Out of memory on {dev} during {stage} ({detail}). The planner predicts a peak of "
             f"{current.peak / GiB:.1f} GiB for this run (swap {current.swap[0]} double + {current.swap[1]} "
             f"single blocks) on a {budget / GiB:.1f} GiB device.")
+    if not is_cuda(dev) and not given_budget:
+        advice = (" Nothing can be swapped off this device (block swap moves weights from a GPU to RAM): use a "
+                  "smaller size or fewer frames, fp8/GGUF weights, or a GPU.")
+        return OutOfMemoryError(head + advice, suggestion=current)
     try:
         better = auto_swap(inputs, budget=budget)
         advice = (f" Swap {better.swap[0]} double + {better.swap[1]} single blocks"

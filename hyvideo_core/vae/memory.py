@@ -36,23 +36,19 @@ def decode_tile_shape(config: VAEConfig, latent_thw: tuple[int, int, int],
                       tiles: TileSpec | None) -> tuple[int, int, int]:
     """The largest latent tile [t, h, w] a decode of `latent_thw` with `tiles` runs (tiling.py:
     decode_axes gives the tile lengths; a latent no larger than a tile is decoded in one pass)."""
-    t, h, w = latent_thw
-    if tiles is None:
-        return t, h, w
-    spatial, temporal = decode_axes(tiles, config)
-    return (t if temporal is None else min(t, temporal.tile_in),
-            h if spatial is None else min(h, spatial.tile_in),
-            w if spatial is None else min(w, spatial.tile_in))
+    return latent_thw if tiles is None else _largest_tile(latent_thw, *decode_axes(tiles, config))
 
 
 def encode_tile_shape(config: VAEConfig, video_fhw: tuple[int, int, int],
                       tiles: TileSpec | None) -> tuple[int, int, int]:
     """The largest video tile [F, H, W] an encode of `video_fhw` with `tiles` runs (encode_axes)."""
-    f, h, w = video_fhw
-    if tiles is None:
-        return f, h, w
-    spatial, temporal = encode_axes(tiles, config)
-    return (f if temporal is None else min(f, temporal.tile_in),
+    return video_fhw if tiles is None else _largest_tile(video_fhw, *encode_axes(tiles, config))
+
+
+def _largest_tile(extent: tuple[int, int, int], spatial, temporal) -> tuple[int, int, int]:
+    """Each axis's tile length, capped by the extent (an axis without tiles is whole)."""
+    t, h, w = extent
+    return (t if temporal is None else min(t, temporal.tile_in),
             h if spatial is None else min(h, spatial.tile_in),
             w if spatial is None else min(w, spatial.tile_in))
 
