@@ -272,6 +272,18 @@ def test_a_dit_whose_weights_are_all_nan_is_refused_at_load_naming_the_file_and_
     assert error.args[0].split("tensor '")[1].split("'")[0] in golden_dit_state()
 
 
+def test_a_text_encoder_with_a_nan_weight_is_refused_at_load_naming_the_file_and_tensor(tmp_path):
+    from tiny_models import write_clip, write_llm
+    llm, clip = write_llm(tmp_path / "llava_llama3_fp16.safetensors"), write_clip(tmp_path / "clip_l.safetensors")
+    state = load_file(str(clip))
+    key = next(k for k in state if k.endswith("mlp.fc1.weight"))
+    state[key][0, 0] = NAN
+    _save(state, clip)
+    refused(CheckpointError, lambda: hyvideo_core.load_text_encoder(llm, clip, tokenizer=tmp_path / "llama_tokenizer",
+                                                                    clip_tokenizer=tmp_path / "clip_tokenizer",
+                                                                    device="cpu"), str(clip), key, "NaN")
+
+
 @pytest.mark.parametrize("value", [INF, NAN])
 def test_one_bad_tensor_among_good_ones_is_named(tmp_path, value):
     state = {k: v.to(torch.bfloat16) for k, v in golden_dit_state().items()}

@@ -20,7 +20,7 @@ import torch.nn as nn
 from ..errors import CheckpointError, UnknownFormatError
 from ..model import ops
 from ..weights.identify import describe
-from ..weights.reader import DictSource, TensorSource
+from ..weights.reader import DictSource, TensorSource, check_finite
 from ..weights.fp8 import Fp8Codec, dequantize_tensor, quantize
 from .precision import is_fp8
 
@@ -111,7 +111,11 @@ def fill(model: nn.Module, source: TensorSource, prefix: str, dtype: torch.dtype
         if scale is not None:
             consumed.update(f"{key[:-len('weight')]}{s}" for s in SCALE_SUFFIXES)
         keep_fp8 = fp8_dtype is not None and attr == "weight" and isinstance(owner, ops.Linear)
-        tensor = _stored(source.get(key), scale, dtype, fp8_dtype if keep_fp8 else None, owner)
+        raw = source.get(key)
+        check_finite(raw, key, source.name)          # one cheap reduction per tensor, as it streams in
+        if scale is not None:
+            check_finite(scale, f"{key} (its fp8 scale)", source.name)
+        tensor = _stored(raw, scale, dtype, fp8_dtype if keep_fp8 else None, owner)
         owner._parameters[attr] = nn.Parameter(tensor.to(device, copy=copy), requires_grad=False)
         report.fp8_layers += int(keep_fp8)
         consumed.add(key)
