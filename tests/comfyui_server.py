@@ -162,3 +162,15 @@ async def http(server: dict, method: str, path: str, body=None):
         async with session.request(method, server["url"] + path, json=body) as response:
             text = await response.text()
             return response.status, (json.loads(text) if text and text[0] in "[{" else text)
+
+
+async def completed_history(session, server, prompt_id: str) -> dict:
+    """The /history entry of a finished prompt (written just after its final websocket event)."""
+    entry = {}
+    for _ in range(50):
+        async with session.get(f"{server['url']}/history/{prompt_id}") as r:
+            entry = (await r.json()).get(prompt_id, {})
+        if entry.get("status", {}).get("completed") is not None:
+            break
+        await asyncio.sleep(0.1)
+    return entry

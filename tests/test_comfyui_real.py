@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from comfyui_server import PACK_FOLDER, host_missing, http, log_tail, require, running_comfyui, unless_present
+from comfyui_server import (PACK_FOLDER, completed_history, host_missing, http, log_tail, require, running_comfyui,
+                            unless_present)
 from harness import SMALL_SETTINGS, api_workflows, file_inputs, load_json, load_pack, with_inputs
 from harness_example_nodes import example_prompt
 
@@ -106,13 +107,7 @@ async def run_prompt(server, prompt: dict, interrupt_after_progress: bool = Fals
                     if event["type"] in ("execution_error", "execution_interrupted") or (
                             event["type"] == "executing" and data.get("node") is None):
                         break
-        history = {}
-        for _ in range(50):  # the history entry is written just after the final websocket event
-            async with session.get(f"{server['url']}/history/{prompt_id}") as r:
-                history = (await r.json()).get(prompt_id, {})
-            if history.get("status", {}).get("completed") is not None:
-                break
-            await asyncio.sleep(0.1)
+        history = await completed_history(session, server, prompt_id)
     return history, events
 
 

@@ -15,7 +15,8 @@ import uuid
 
 import pytest
 
-from comfyui_server import host_missing, log_tail, require, rss_bytes, running_comfyui, unless_present
+from comfyui_server import (completed_history, host_missing, log_tail, require, rss_bytes, running_comfyui,
+                            unless_present)
 from harness import SMALL_SETTINGS, api_workflows, load_json, with_inputs
 
 try:
@@ -81,13 +82,7 @@ async def run_queue(server: dict, prompts: list[dict], cancel: int | None = None
                             break
         histories = {}
         for prompt_id in ids:
-            for _ in range(50):  # the history entry is written just after the final websocket event
-                async with session.get(f"{server['url']}/history/{prompt_id}") as r:
-                    entry = (await r.json()).get(prompt_id, {})
-                if entry.get("status", {}).get("completed") is not None:
-                    break
-                await asyncio.sleep(0.1)
-            histories[prompt_id] = entry
+            histories[prompt_id] = await completed_history(session, server, prompt_id)
     return ids, histories, events
 
 
