@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from hyvideo_core.lora import LoraSpec
-from hyvideo_core.run import LoadedDiT, SwapRequest
+from hyvideo_core.run import LoadedDiT, PersistentGroup, SwapRequest
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,7 @@ class HyVideoModel:
     swap: SwapRequest = SwapRequest()
     budget_gb: float | None = None
     loras: tuple[LoraSpec, ...] = ()
+    parallel: PersistentGroup | None = None     # from the Parallel node: sample on several devices
 
     @property
     def transformer(self):

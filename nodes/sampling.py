@@ -89,12 +89,12 @@ class HyVideoSampler:
         if unused:
             notes.append(f"the samples input's {unused} (e.g. a noise mask) are not used by this sampler")
         size = None if init is not None else size
+        run = sample_video if model.parallel is None else model.parallel.sample   # one video, several devices
         with host.interruptible():
-            outcome = sample_video(
-                model.loaded, embeds, options, size=size, init_latent=init,
-                keyframe_latent=None if keyframes is None else keyframes.latent, loras=model.loras,
-                cache=None if cache is None else cache.build(), hooks=sampling_hooks(steps, unique_id),
-                swap=model.swap, budget_gb=model.budget_gb, host=host)
+            outcome = run(model.loaded, embeds, options, size=size, init_latent=init,
+                          keyframe_latent=None if keyframes is None else keyframes.latent, loras=model.loras,
+                          cache=cache, hooks=sampling_hooks(steps, unique_id), swap=model.swap,
+                          budget_gb=model.budget_gb, host=host)
         result = outcome.result
         notes += outcome.notes
         plan = result.plan

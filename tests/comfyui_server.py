@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Iterator
 
@@ -34,6 +35,7 @@ COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
 PACK_ROOT = Path(__file__).resolve().parents[1]
 PACK_FOLDER = "hyvideo"                    # the symlink's name: ComfyUI serves our JS under /extensions/hyvideo/
 START_TIMEOUT = 180
+RUN_TIMEOUT = 600                          # one prompt, queued to finished
 # CI=true / 1 / yes (any value but empty, 0, false, no): the host tests must run, not skip.
 IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
@@ -162,6 +164,46 @@ async def http(server: dict, method: str, path: str, body=None):
         async with session.request(method, server["url"] + path, json=body) as response:
             text = await response.text()
             return response.status, (json.loads(text) if text and text[0] in "[{" else text)
+
+
+async def run_prompt(server, prompt: dict, interrupt_after_progress: bool = False,
+                     on_first_progress=None) -> tuple[dict, list]:
+    """Queue `prompt`, follow the websocket to the end; returns (history entry, ws events).
+    `interrupt_after_progress` posts /interrupt at the first progress event; `on_first_progress()`
+    is called there (e.g. to kill a process mid-run)."""
+    import aiohttp
+    client_id = uuid.uuid4().hex
+    events = []  # text events of this prompt, plus {"type": "binary_preview"} for preview frames
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(f"{server['ws']}?clientId={client_id}") as ws:
+            async with session.post(server["url"] + "/prompt", json={"prompt": prompt, "client_id": client_id}) as r:
+                queued = await r.json()
+                assert r.status == 200, f"prompt refused: {json.dumps(queued, indent=1)[:3000]}"
+            prompt_id = queued["prompt_id"]
+            first_progress = True
+            async with asyncio.timeout(RUN_TIMEOUT):
+                async for message in ws:
+                    if message.type == aiohttp.WSMsgType.BINARY:
+                        events.append({"type": "binary_preview", "data": {"bytes": len(message.data)}})
+                        continue
+                    if message.type != aiohttp.WSMsgType.TEXT:
+                        continue
+                    event = json.loads(message.data)
+                    data = event.get("data", {})
+                    if data.get("prompt_id") != prompt_id:
+                        continue
+                    events.append(event)
+                    if event["type"] == "progress" and first_progress:
+                        first_progress = False
+                        if on_first_progress is not None:
+                            on_first_progress()
+                        if interrupt_after_progress:
+                            await session.post(server["url"] + "/interrupt")
+                    if event["type"] in ("execution_error", "execution_interrupted") or (
+                            event["type"] == "executing" and data.get("node") is None):
+                        break
+        history = await completed_history(session, server, prompt_id)
+    return history, events
 
 
 async def completed_history(session, server, prompt_id: str) -> dict:

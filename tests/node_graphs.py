@@ -20,7 +20,7 @@ LLM, CLIP = "llava_llama3_fp16.safetensors", "clip_l.safetensors"
 LORA, LORA_2, KEYFRAME_LORA = "style_lora.safetensors", "other_lora.safetensors", "i2v.sft"
 GGUF, FP8 = "hunyuan-video-t2v-720p-Q4_K_M.gguf", "hunyuan_video_720_cfgdistill_fp8_e4m3fn.safetensors"
 MODEL_FILES = (DIT, VAE, LLM, CLIP, LORA, KEYFRAME_LORA, GGUF, FP8)
-SAMPLER, SAVE = "4", "7"
+SAMPLER, SAVE, PARALLEL = "4", "7", "32"
 
 
 def tiny_runner(tmp_path: Path, cache_dir: Path | None = None, extra_nodes: dict | None = None,
@@ -42,7 +42,7 @@ def _reseed_second_lora(path: Path) -> None:
 
 def t2v_prompt(*, loras=(), seed: int = 3, steps: int = 2, width: int = 32, height: int = 32, frames: int = 5,
                model: str = DIT, weight_format: str = "auto", cache: dict | None = None, swap: dict | None = None,
-               prompt_text: str = "a red fox at sunset", **sampler) -> dict:
+               prompt_text: str = "a red fox at sunset", parallel: dict | None = None, **sampler) -> dict:
     """loader (-> LoRA select ...) -> sampler <- text encode; VAE decode -> save video.
     `loras`: (file, strength[, blocks]) items chained in order (node ids 20, 21, ...)."""
     prompt = {
@@ -68,6 +68,11 @@ def t2v_prompt(*, loras=(), seed: int = 3, steps: int = 2, width: int = 32, heig
         prompt[node_id] = node("HyVideoLoraSelect", model=upstream, lora_name=name, strength=strength,
                                blocks=blocks[0] if blocks else "")
         upstream = [node_id, 0]
+    if parallel is not None:
+        prompt[PARALLEL] = node("HyVideoParallel", model=upstream, **{"devices": "cpu,cpu", "ulysses_degree": 2,
+                                                                        "ring_degree": 1, "cfg_parallel": False,
+                                                                        **parallel})
+        upstream = [PARALLEL, 0]
     prompt[SAMPLER]["inputs"]["model"] = upstream
     if cache is not None:
         prompt["30"] = node(cache.pop("kind", "HyVideoTeaCache"), **{"threshold": 0.15, "start_step": 0,

@@ -214,6 +214,7 @@ def test_remove_restores_default_placement(case):
     assert torch.equal(_run(model, case), reference)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_swap_prefetches_on_a_side_stream(case):  # pragma: no cover - not run in CI
     model = _load("fp8_scaled")

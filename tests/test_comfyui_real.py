@@ -11,27 +11,19 @@ process started here is stopped.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
-from comfyui_server import (PACK_FOLDER, completed_history, host_missing, http, log_tail, require, running_comfyui,
-                            unless_present)
+from comfyui_server import (PACK_FOLDER, RUN_TIMEOUT, host_missing, http, log_tail, require, run_prompt,
+                            running_comfyui, unless_present)
 from harness import SMALL_SETTINGS, api_workflows, file_inputs, load_json, load_pack, with_inputs
 from harness_example_nodes import example_prompt
-
-try:
-    import aiohttp
-except ImportError:      # host_missing() names it: skipped, or failed in CI
-    aiohttp = None
 
 MISSING = host_missing()
 pytestmark = unless_present(MISSING)
 
-RUN_TIMEOUT = 600
 # A second pack with the harness's example nodes: they reach ComfyUI only through our host,
 # so running them checks nodes/host.py's ComfyUI side (folders, progress, previews, interrupt).
 EXAMPLES_PACK = (f"import sys\nsys.path.append({str(Path(__file__).parent)!r})\n"
@@ -76,39 +68,6 @@ def comfy(tmp_path_factory):
     with running_comfyui(tmp_path_factory.mktemp("comfyui"), {"hyvideo_examples.py": EXAMPLES_PACK,
                                                               "hyvideo_test_oom.py": OUT_OF_MEMORY_PACK}) as server:
         yield server
-
-
-async def run_prompt(server, prompt: dict, interrupt_after_progress: bool = False) -> tuple[dict, list]:
-    """Queue `prompt`, follow the websocket to the end; returns (history entry, ws events)."""
-    client_id = uuid.uuid4().hex
-    events = []  # text events of this prompt, plus {"type": "binary_preview"} for preview frames
-    async with aiohttp.ClientSession() as session:
-        async with session.ws_connect(f"{server['ws']}?clientId={client_id}") as ws:
-            async with session.post(server["url"] + "/prompt", json={"prompt": prompt, "client_id": client_id}) as r:
-                queued = await r.json()
-                assert r.status == 200, f"prompt refused: {json.dumps(queued, indent=1)[:3000]}"
-            prompt_id = queued["prompt_id"]
-            interrupted = False
-            async with asyncio.timeout(RUN_TIMEOUT):
-                async for message in ws:
-                    if message.type == aiohttp.WSMsgType.BINARY:
-                        events.append({"type": "binary_preview", "data": {"bytes": len(message.data)}})
-                        continue
-                    if message.type != aiohttp.WSMsgType.TEXT:
-                        continue
-                    event = json.loads(message.data)
-                    data = event.get("data", {})
-                    if data.get("prompt_id") != prompt_id:
-                        continue
-                    events.append(event)
-                    if event["type"] == "progress" and interrupt_after_progress and not interrupted:
-                        interrupted = True
-                        await session.post(server["url"] + "/interrupt")
-                    if event["type"] in ("execution_error", "execution_interrupted") or (
-                            event["type"] == "executing" and data.get("node") is None):
-                        break
-        history = await completed_history(session, server, prompt_id)
-    return history, events
 
 
 def test_object_info_lists_every_node_and_the_web_extension(comfy):

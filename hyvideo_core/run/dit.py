@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -34,15 +35,38 @@ class RunShape:
     cfg_batched: bool = False
 
 
+@dataclass(frozen=True)
+class DiTRecipe:
+    """How a DiT was loaded, so another process (a parallel worker) can load the same one."""
+
+    path: str
+    dtype: torch.dtype
+    weight_format: str
+    attention: str
+    swapping: bool
+    compile_options: dict | None = None
+
+    def load(self, main: torch.device, offload: torch.device) -> "LoadedDiT":
+        return load_dit(self.path, dtype=self.dtype, weight_format=self.weight_format, attention=self.attention,
+                        main=main, offload=offload, swapping=self.swapping, compile_options=self.compile_options)
+
+    def identity(self) -> str:
+        """What must match on every rank (the file by path, size and time, and how it was loaded)."""
+        stat = os.stat(self.path)
+        return f"{self.path}|{stat.st_size}|{stat.st_mtime_ns}|{self.dtype}|{self.weight_format}|{self.attention}"
+
+
 class LoadedDiT:
     """One loaded transformer, where it lives, and the LoRAs it carries."""
 
     def __init__(self, transformer, report: LoadReport, main: torch.device, offload: torch.device,
-                 storage_summary: str = "", resident: bool = False):
+                 storage_summary: str = "", resident: bool = False, recipe: DiTRecipe | None = None):
+        self.recipe = recipe
         self.transformer = transformer
         self.report = report
         self.placement = Placement(transformer, main, offload, what=f"DiT {report.source}", resident=resident)
         self.loras: tuple[LoraSpec, ...] = ()
+        self._companions: weakref.WeakSet = weakref.WeakSet()   # unloaded with this DiT (unload_with)
         self.summary = report.summary() + (f"; {storage_summary}" if storage_summary else "")
 
     @property
@@ -82,9 +106,16 @@ class LoadedDiT:
             return "LoRAs removed from the model (this run uses none)"
         return report.summary()
 
+    def unload_with(self, companion) -> None:
+        """`companion.unload()` runs whenever this DiT is unloaded (e.g. the parallel workers holding
+        its copies on the other GPUs); held weakly."""
+        self._companions.add(companion)
+
     def unload(self) -> None:
         """Give the main device back (ComfyUI's 'unload models', or the end of a CLI run)."""
         self.placement.release()
+        for companion in list(self._companions):
+            companion.unload()
 
 
 def _same_specs(current, wanted) -> bool:
@@ -114,5 +145,6 @@ def load_dit(path, *, dtype: torch.dtype, weight_format: str, attention: str, ma
         from ..runtime.compile import compile_blocks
         compile_blocks(model, **compile_options)
     report = getattr(storage, "report", None)
+    recipe = DiTRecipe(str(path), dtype, weight_format, attention, swapping, compile_options)
     return LoadedDiT(model, model.load_report, main, offload, report.summary() if report is not None else "",
-                     resident=target == main)
+                     resident=target == main, recipe=recipe)

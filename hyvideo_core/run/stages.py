@@ -19,7 +19,7 @@ from ..sampling import SamplingHooks, SamplingOptions, SamplingResult, sample
 from ..sampling.noise import plan_from_latent
 from .dit import LoadedDiT, RunShape
 from .memory import PlacementPlan, budget_bytes, check_fits, device_capacity, plan_placement
-from .settings import SwapRequest
+from .settings import CacheRequest, SwapRequest
 
 
 class RunHost(Protocol):
@@ -68,7 +68,8 @@ def sample_video(dit: LoadedDiT, embeds, options: SamplingOptions, *, size: tupl
                  swap: SwapRequest = SwapRequest(), budget_gb: float | None = None,
                  host: RunHost | None = None) -> SampleOutcome:
     """LoRAs synced, the request refused when the planner says it cannot fit the device (memory.check_fits),
-    the DiT placed for this video, then the one sampling loop under the OOM policy."""
+    the DiT placed for this video, then the one sampling loop under the OOM policy. `cache`: a cache
+    policy or a CacheRequest (built here)."""
     host = host or LocalHost(dit.main)
     notes = [text] if (text := dit.sync_loras(tuple(loras))) else []
     shape = run_shape(options, size, init_latent)
@@ -83,6 +84,7 @@ def sample_video(dit: LoadedDiT, embeds, options: SamplingOptions, *, size: tupl
     else:
         notes.append(dit.placement.swapped(placement.swap).summary())
     given = {} if init_latent is not None else dict(zip(("width", "height", "frames"), size))
+    cache = cache.build() if isinstance(cache, CacheRequest) else cache
     with oom_guard(placement.plan.inputs, stage="sampling", budget=budget, device=dit.main):
         result = sample(dit.transformer, embeds, options, **given, init_latent=init_latent,
                         keyframe_latent=keyframe_latent, cache=cache, hooks=hooks, device=dit.main)

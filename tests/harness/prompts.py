@@ -10,7 +10,9 @@ from .validation import is_link
 WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
 # Sizes that make a workflow run in seconds on the CPU with tiny models (by input name).
 SMALL_SETTINGS = {"width": 64, "height": 64, "frames": 5, "length": 5, "num_frames": 5, "steps": 2,
-                  "resize_width": 64, "resize_height": 64, "frame_load_cap": 5}
+                  "resize_width": 64, "resize_height": 64, "frame_load_cap": 5,
+                  # the parallel workflow samples on two CPU processes (gloo) in place of two GPUs
+                  "devices": "cpu,cpu"}
 
 
 def api_workflows() -> list[Path]:
