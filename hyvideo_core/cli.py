@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import sys
 import tempfile
 from pathlib import Path
 
 from .errors import HyVideoError, InvalidInputError
-from .run.choices import ATTENTION_BACKENDS, CACHE_NAMES, DEFAULTS, SOLVER_NAMES, VAE_TILING, WEIGHT_FORMATS
+from .run.choices import (ATTENTION_BACKENDS, CACHE_NAMES, CONTEXT_FUSE_METHODS, CONTEXT_SCHEDULES, DEFAULTS,
+                          SOLVER_NAMES, VAE_TILING, WEIGHT_FORMATS)
 from .run.ranks import ParallelRequest
 from .run.settings import CacheRequest, GenerateSettings, ModelFiles, SwapRequest
 from .terminal import NoteLog, TerminalReporter
@@ -141,6 +143,30 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
     s.add_argument("--cache", choices=CACHE_NAMES, default=DEFAULTS.cache)
     s.add_argument("--cache-threshold", type=float, default=None,
                    help=f"default per cache: {DEFAULTS.cache_thresholds}")
+    x = p.add_argument_group("long videos and guidance extras (all off by default)")
+    x.add_argument("--riflex-index", type=int, default=DEFAULTS.riflex_index,
+                   help="RIFLEx: the temporal RoPE frequency to fix against repeating motion in long videos "
+                        "(4 for HunyuanVideo; applies past 50 latent frames, 201+ frames; 0 = off)")
+    x.add_argument("--cfg-zero-star", action="store_true",
+                   help="CFG-Zero*: optimised scale for true CFG (with --cfg-scale > 1)")
+    x.add_argument("--zero-init-steps", type=int, default=DEFAULTS.zero_init_steps,
+                   help="CFG-Zero* zero-init: the first N steps output zero velocity (its HunyuanVideo demo: 2 of 50)")
+    x.add_argument("--enhance-weight", type=float, default=DEFAULTS.enhance_weight,
+                   help="Enhance-A-Video: cross-frame attention boost (official demo: 4; 0 = off)")
+    w = p.add_argument_group("context windows (long videos; off unless --context-frames is given)")
+    w.add_argument("--context-frames", type=int, default=None, metavar="N",
+                   help=f"window length in pixel frames (e.g. {DEFAULTS.context_frames}); the DiT sees one window "
+                        "at a time and the memory plan is for one window")
+    w.add_argument("--context-overlap", type=int, default=DEFAULTS.context_overlap, metavar="M",
+                   help="pixel frames shared by neighbouring windows")
+    w.add_argument("--context-schedule", choices=CONTEXT_SCHEDULES, default=DEFAULTS.context_schedule,
+                   help="static: fixed windows; uniform / looped: windows shift every step (ComfyUI's rules)")
+    w.add_argument("--context-stride", type=int, default=DEFAULTS.context_stride,
+                   help="levels of the uniform schedules (1 = contiguous windows)")
+    w.add_argument("--context-fuse", choices=CONTEXT_FUSE_METHODS, default=DEFAULTS.context_fuse,
+                   help="how overlapping windows are blended")
+    w.add_argument("--freenoise", action=argparse.BooleanOptionalAction, default=DEFAULTS.context_freenoise,
+                   help="FreeNoise: window-wise shuffled repeats of the initial noise")
     _memory_args(p)
     p.add_argument("--tiling", choices=VAE_TILING, default=DEFAULTS.vae_tiling, help="VAE decode tiling")
     p.add_argument("--device", default="auto")
@@ -220,7 +246,10 @@ def _demo_files() -> ModelFiles:
 def _settings(args) -> GenerateSettings:
     from .sampling import SamplingOptions
     sampling = SamplingOptions(steps=args.steps, shift=args.shift, solver=args.solver, seed=args.seed,
-                               embedded_guidance=args.guidance, cfg_scale=args.cfg_scale)
+                               embedded_guidance=args.guidance, cfg_scale=args.cfg_scale,
+                               riflex_index=args.riflex_index, cfg_zero_star=args.cfg_zero_star,
+                               zero_init_steps=args.zero_init_steps, enhance_weight=args.enhance_weight)
+    sampling = dataclasses.replace(sampling, context=_context(args))
     return GenerateSettings(
         prompt=args.prompt, negative_prompt=args.negative_prompt,
         output=args.output or Path(f"hyvideo_{args.seed}.mp4"),
@@ -229,6 +258,15 @@ def _settings(args) -> GenerateSettings:
         budget_gb=args.vram_gb, cache=CacheRequest(args.cache, args.cache_threshold), tiling=args.tiling,
         fps=args.fps, crf=args.crf, device=args.device,
         parallel=ParallelRequest(args.ulysses_degree, args.ring_degree, args.cfg_parallel, args.vae_parallel))
+
+
+def _context(args):
+    """--context-frames turns context windows on; every --context-* value is checked now, by its name."""
+    if args.context_frames is None:
+        return None
+    from .sampling import ContextWindows
+    return ContextWindows(args.context_frames, args.context_overlap, args.context_schedule, args.context_stride,
+                          args.freenoise, args.context_fuse).check()
 
 
 def _run_plan(args, notes: NoteLog) -> int:

@@ -14,7 +14,7 @@ import torch
 
 import hyvideo_core
 from hyvideo_core.errors import CheckpointError
-from hyvideo_core.run import LoadedDiT, load_dit
+from hyvideo_core.run import LoadedDiT, SwapRequest, load_dit, swaps_under
 from hyvideo_core.run.choices import ATTENTION_BACKENDS, DEFAULTS, PRECISIONS, WEIGHT_FORMATS, check_choice, parse_dtype
 
 from .host import host
@@ -110,7 +110,7 @@ class HyVideoModelLoader:
         path = host.full_path("diffusion_models", model_name)
         stat = os.stat(path)
         main, offload = host.devices()
-        home = offload if block_swap is not None and block_swap.request.active else main  # where weights load
+        home = offload if self._swaps(block_swap) else main  # where the weights load
         key = (path, stat.st_mtime_ns, stat.st_size, base_precision, weight_format, attention, compile, str(home))
         if self.cached is None or self.cached[0] != key:
             self._forget()
@@ -125,10 +125,15 @@ class HyVideoModelLoader:
         with host.interruptible():
             loaded = load_dit(path, dtype=parse_dtype(base_precision, "base_precision"), weight_format=weight_format,
                               attention=attention, main=main, offload=offload,
-                              swapping=block_swap is not None and block_swap.request.active,
+                              swapping=self._swaps(block_swap),
                               compile_options=None if compile is None else compile.options())
         host.register_unloadable(loaded)
         return loaded
+
+    @staticmethod
+    def _swaps(block_swap) -> bool:
+        """Block swapped when sampled (asked for, or ComfyUI's --lowvram / --novram): load into RAM."""
+        return swaps_under(host.memory_mode(), block_swap.request if block_swap is not None else SwapRequest())
 
     def _forget(self) -> None:
         if self.cached is not None:

@@ -28,8 +28,8 @@ class HyVideoToNativeModel:
                                 "tooltip": "Flow shift of the native sampling schedule (official: 7); a later "
                                            "ModelSamplingSD3 node overrides it."}),
         }, "optional": {
-            "cache": ("HYVIDEO_CACHE", {"tooltip": "TeaCache or First Block Cache settings, applied to every native "
-                                                   "sampling run of this MODEL."}),
+            "cache": ("HYVIDEO_CACHE", {"tooltip": "A cache policy (TeaCache, First Block Cache, EasyCache or "
+                                                   "MagCache), applied to every native sampling run of this MODEL."}),
         }}
 
     RETURN_TYPES = ("MODEL",)

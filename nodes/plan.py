@@ -46,6 +46,8 @@ class HyVideoMemoryPlan:
             "cfg_parallel": ("BOOLEAN", {"default": False,
                                          "tooltip": "Several GPUs: true CFG's cond and uncond halves on "
                                                     "different GPUs (needs true_cfg_scale above 1)."}),
+            "context": ("HYVIDEO_CONTEXT", {"tooltip": "Context windows (as on the sampler): the DiT sees one "
+                                                       "window at a time, so the sampling plan is for one window."}),
         }}
 
     RETURN_TYPES = ("STRING",)
@@ -57,13 +59,14 @@ class HyVideoMemoryPlan:
 
     def estimate(self, width, height, frames, weight_format, attention, double_blocks_to_swap, single_blocks_to_swap,
                  true_cfg_scale, vae_tiling, vram_budget_gb, model=None, ulysses_degree=1, ring_degree=1,
-                 cfg_parallel=False):
+                 cfg_parallel=False, context=None):
         size = check_size(width, height, frames, ("width", "height", "frames"))
         main, _ = host.devices()
         _, total = host.device_memory(main)
         budget = budget_bytes(check_budget(vram_budget_gb, "vram_budget_gb"), main, total or None)
         swap = SwapRequest.counts(double_blocks_to_swap, single_blocks_to_swap)
-        shape = RunShape(size.width, size.height, size.frames, cfg_batched=true_cfg_scale > 1)
+        sampled_frames = size.frames if context is None else context.planned_frames(size.frames)
+        shape = RunShape(size.width, size.height, sampled_frames, cfg_batched=true_cfg_scale > 1)
         tiles = {} if vae_tiling == "auto" else dict(vae_tile_px=None, vae_tile_frames=None)
         if model is not None:
             inputs = model.loaded.plan_inputs(shape).replace(**tiles)
@@ -72,6 +75,8 @@ class HyVideoMemoryPlan:
                                 frames=shape.frames, cfg_batched=shape.cfg_batched, attention=attention, **tiles)
         inputs = inputs.replace(ulysses_degree=ulysses_degree, ring_degree=ring_degree, cfg_parallel=cfg_parallel)
         lines = list(size.adjustments)
+        if sampled_frames != size.frames:
+            lines.append(f"context windows: planned for one window of {sampled_frames} of the {size.frames} frames")
         try:
             placement = plan_placement(inputs, swap, budget, main)
             result = placement.plan

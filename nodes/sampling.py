@@ -4,6 +4,8 @@ native HunyuanVideo nodes do, so native VAE Decode works on it and native Empty 
 can feed it."""
 from __future__ import annotations
 
+import dataclasses
+
 from hyvideo_core.run import MAX_FRAMES, MAX_SEED, MAX_SIZE, MAX_STEPS, check_size, sample_video
 from hyvideo_core.run.choices import CFG_MODES, DEFAULTS, SOLVER_NAMES
 from hyvideo_core.sampling import SamplingHooks, SamplingOptions, plan_from_latent, plan_latent
@@ -62,13 +64,19 @@ class HyVideoSampler:
             "denoise": ("FLOAT", {"default": DEFAULTS.denoise, "min": 0.0, "max": 1.0, "step": 0.01,
                                   "tooltip": "With a samples input (video-to-video): how much to change it; 1 = "
                                              "start from pure noise."}),
-            "solver": (list(SOLVER_NAMES), {"default": DEFAULTS.solver, "tooltip": "euler (official) or dpm++2m."}),
+            "solver": (list(SOLVER_NAMES), {"default": DEFAULTS.solver,
+                                            "tooltip": "euler (official), dpm++2m, unipc (UniPC bh2) or "
+                                                       "dpm++2m_sde (adds seeded noise at every step)."}),
         }, "optional": {
             "samples": ("LATENT", {"tooltip": "A video latent to start from (video-to-video with denoise < 1), e.g. "
                                               "from HunyuanVideo VAE Encode; its size replaces width/height/frames."}),
-            "cache": ("HYVIDEO_CACHE", {"tooltip": "TeaCache or First Block Cache settings."}),
+            "cache": ("HYVIDEO_CACHE", {"tooltip": "A cache policy: TeaCache, First Block Cache, EasyCache or MagCache."}),
             "keyframes": ("HYVIDEO_KEYFRAMES", {"tooltip": "From Keyframe Encode, with the keyframe LoRA on the "
                                                            "model; its size replaces width/height/frames."}),
+            "extras": ("HYVIDEO_EXTRAS", {"tooltip": "From HunyuanVideo Sampling Extras: RIFLEx, CFG-Zero*, "
+                                                     "Enhance-A-Video (all off unless set there)."}),
+            "context": ("HYVIDEO_CONTEXT", {"tooltip": "From HunyuanVideo Context Windows: long videos sampled "
+                                                       "in overlapping windows (no effect when the video fits one)."}),
         }, "hidden": {"unique_id": "UNIQUE_ID"}}
 
     RETURN_TYPES = ("LATENT",)
@@ -78,11 +86,15 @@ class HyVideoSampler:
     CATEGORY = "HunyuanVideo/sampling"
 
     def sample(self, model, embeds, width, height, frames, steps, shift, embedded_guidance, true_cfg_scale, cfg_mode,
-               seed, denoise, solver, samples=None, cache=None, keyframes=None, unique_id=None):
+               seed, denoise, solver, samples=None, cache=None, keyframes=None, unique_id=None, extras=None, context=None):
         check_inputs(solver=(solver, SOLVER_NAMES), cfg_mode=(cfg_mode, CFG_MODES))
         options = SamplingOptions(steps=steps, shift=shift, solver=solver, seed=seed,
                                   embedded_guidance=embedded_guidance, cfg_scale=true_cfg_scale, cfg_mode=cfg_mode,
                                   denoise=denoise)
+        if extras is not None:
+            options = extras.apply(options)     # dataclasses.replace of the extras' fields
+        if context is not None:
+            options = dataclasses.replace(options, context=context)
         init = None if samples is None else samples["samples"]
         size, notes = self._size(width, height, frames, init, keyframes)
         unused = sorted(set(samples or {}) - {"samples"})
@@ -100,6 +112,8 @@ class HyVideoSampler:
         plan = result.plan
         notes.insert(0, f"{plan.width}x{plan.height}x{plan.frames}, {result.schedule.active_steps} steps, "
                         f"{result.forwards} model calls")
+        if context is not None:
+            notes.insert(1, context.describe(result.latent.shape[2]))
         return {"ui": {"text": notes}, "result": ({"samples": result.latent.cpu()},)}
 
     @staticmethod

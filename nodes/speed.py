@@ -1,4 +1,5 @@
-"""Speed and memory options: TeaCache, first-block cache, block swapping, torch.compile.
+"""Speed and memory options: TeaCache, first-block cache, EasyCache, MagCache, block swapping,
+torch.compile.
 
 Each node only describes the option (a small frozen settings object); the sampler or the loader
 applies it, so changing one of these never reloads weights.
@@ -6,7 +7,7 @@ applies it, so changing one of these never reloads weights.
 from __future__ import annotations
 
 from hyvideo_core.run import CacheRequest, SwapRequest, check_budget
-from hyvideo_core.run.choices import DEFAULTS
+from hyvideo_core.run.choices import DEFAULTS, MAG_RATIO_TABLES
 
 from .settings import BlockSwapSettings, CompileSettings
 
@@ -39,12 +40,18 @@ class _CacheNode:
             "cache_device": (CACHE_DEVICES, {"default": "main",
                                              "tooltip": "Where the cached residuals live: main (fast) or offload "
                                                         "(RAM, saves GPU memory)."}),
+            **cls.option_inputs(),
         }}
 
-    def settings(self, threshold, start_step, end_step, cache_device):
+    @classmethod
+    def option_inputs(cls) -> dict:
+        """Widgets of the policy's own knobs (DEFAULTS.cache_options), passed on by keyword."""
+        return {}
+
+    def settings(self, threshold, start_step, end_step, cache_device, **options):
         end = None if end_step < 0 else end_step
-        request = CacheRequest(self.KIND, threshold, start_step, end, cache_device)
-        request.build()  # checks the threshold and the step window now, naming them
+        request = CacheRequest(self.KIND, threshold, start_step, end, cache_device, tuple(options.items()))
+        request.build()  # checks the threshold, the step window and the options now, naming them
         return (request,)
 
 
@@ -60,6 +67,44 @@ class HyVideoFirstBlockCache(_CacheNode):
                    "the first block's output stays close to the last fully computed step.")
     KIND = "first_block"
     THRESHOLD_MEANS = "Relative change of the first block's residual below which the rest is reused."
+
+
+class HyVideoEasyCache(_CacheNode):
+    DESCRIPTION = ("EasyCache: runtime-adaptive; predicts how much the blocks' output would change from how much "
+                   "their input changed (rate measured on the last two computed steps) and reuses the cached "
+                   "transformation while the accumulated prediction stays under the threshold (published "
+                   "HunyuanVideo: 2.2x). Conditional and unconditional passes keep separate states.")
+    KIND = "easycache"
+    THRESHOLD_MEANS = "Accumulated predicted relative output change below which steps are skipped (official: 0.025)."
+
+    @classmethod
+    def option_inputs(cls) -> dict:
+        default = DEFAULTS.cache_options[cls.KIND]["warmup"]
+        return {"warmup": ("FLOAT", {"default": default, "min": 0.0, "max": 1.0, "step": 0.01,
+                                     "tooltip": "Fraction of the steps at the start that always run (official: "
+                                                "5 of 50 = 0.1)."})}
+
+
+class HyVideoMagCache(_CacheNode):
+    DESCRIPTION = ("MagCache: skips the blocks while HunyuanVideo's calibrated magnitude ratios of the blocks' "
+                   "residual say the accumulated error stays under the threshold, at most max_skips steps in a row "
+                   "(published: 2.8x at 720p with 0.24 / 6 / 0.2). Conditional and unconditional passes keep "
+                   "separate states.")
+    KIND = "magcache"
+    THRESHOLD_MEANS = "Accumulated magnitude-ratio error allowed before a step must run (official: 0.24, or 0.12)."
+
+    @classmethod
+    def option_inputs(cls) -> dict:
+        defaults = DEFAULTS.cache_options[cls.KIND]
+        return {
+            "max_skips": ("INT", {"default": defaults["max_skips"], "min": 1, "max": 100,
+                                  "tooltip": "Most steps skipped in a row (K; official 6, or 4 with 0.12)."}),
+            "retention": ("FLOAT", {"default": defaults["retention"], "min": 0.0, "max": 1.0, "step": 0.01,
+                                    "tooltip": "Fraction of the steps at the start that always run (official 0.2)."}),
+            "ratios": (list(MAG_RATIO_TABLES), {"default": defaults["ratios"],
+                                                "tooltip": "Calibrated ratio table (50 steps, resampled to yours): "
+                                                           "auto = the one nearest the video's shorter side."}),
+        }
 
 
 class HyVideoBlockSwap:
@@ -125,12 +170,16 @@ class HyVideoTorchCompile:
 NODE_CLASS_MAPPINGS = {
     "HyVideoTeaCache": HyVideoTeaCache,
     "HyVideoFirstBlockCache": HyVideoFirstBlockCache,
+    "HyVideoEasyCache": HyVideoEasyCache,
+    "HyVideoMagCache": HyVideoMagCache,
     "HyVideoBlockSwap": HyVideoBlockSwap,
     "HyVideoTorchCompile": HyVideoTorchCompile,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "HyVideoTeaCache": "HunyuanVideo TeaCache",
     "HyVideoFirstBlockCache": "HunyuanVideo First Block Cache",
+    "HyVideoEasyCache": "HunyuanVideo EasyCache",
+    "HyVideoMagCache": "HunyuanVideo MagCache",
     "HyVideoBlockSwap": "HunyuanVideo Block Swap",
     "HyVideoTorchCompile": "HunyuanVideo Torch Compile",
 }

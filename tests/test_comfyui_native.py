@@ -141,8 +141,36 @@ class HyVideoProbeMemory(_Probe):
         return {"ui": {"text": [json.dumps(report)]}}
 
 
+class HyVideoProbeComponents(_Probe):
+    """ComfyUI's accounting of our text towers and VAE (their ComponentPatcher entries); `evict`
+    full: free_memory for everything, keeping a native model just loaded."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"evict": (["none", "full"],)}, "optional": {"after": ("IMAGE",)}}
+
+    def run(self, evict, after=None):
+        def rows():
+            return [{"what": lm.model.model.what, "loaded": int(lm.model_loaded_memory()),
+                     "size": int(lm.model_memory()), "state": lm.model.component_state()["state"]}
+                    for lm in mm.current_loaded_models
+                    if lm.model is not None and type(lm.model).__name__ == "ComponentPatcher"]
+        report = {"before": rows()}
+        if evict == "full":
+            device = mm.get_torch_device()
+            listed = [lm.model for lm in mm.current_loaded_models if type(lm.model).__name__ == "ComponentPatcher"]
+            native = comfy.model_patcher.ModelPatcher(torch.nn.Linear(256, 256), device, mm.unet_offload_device())
+            mm.load_models_gpu([native])
+            keep = [lm for lm in mm.current_loaded_models if lm.model is native]
+            mm.free_memory(1e30, device, keep_loaded=keep)
+            report["states_after"] = [p.component_state()["state"] for p in listed]
+        report["after"] = rows()
+        return {"ui": {"text": [json.dumps(report)]}}
+
+
 NODE_CLASS_MAPPINGS = {"HyVideoProbeLatentDiff": HyVideoProbeLatentDiff, "HyVideoProbeSigmas": HyVideoProbeSigmas,
-                       "HyVideoProbeMemory": HyVideoProbeMemory, "HyVideoProbePadConditioning": HyVideoProbePadConditioning}
+                       "HyVideoProbeMemory": HyVideoProbeMemory, "HyVideoProbePadConditioning": HyVideoProbePadConditioning,
+                       "HyVideoProbeComponents": HyVideoProbeComponents}
 '''
 
 
@@ -433,6 +461,40 @@ def test_loading_our_dit_registers_it_with_the_manager(comfy):
     assert rows[0]["size"] == report["ours_before"]["total_bytes"] > 0
     assert rows[0]["loaded"] == report["ours_before"]["loaded_bytes"] == rows[0]["size"]
     assert report["ours_before"]["state"] == "resident"
+
+
+def decoded(seed: int) -> dict:
+    """Our text encoding, our sampler and our VAE decode: every component of ours runs once."""
+    return {**text_nodes(), "m5": loader(), "s5": ours(["m5", 0], 2, seed),
+            "v5": {"class_type": "HyVideoVAELoader", "inputs": {"vae_name": "hunyuan_video_vae_bf16.safetensors",
+                                                                "precision": "fp32"}},
+            "d5": {"class_type": "HyVideoVAEDecode",
+                   "inputs": {"vae": ["v5", 0], "samples": ["s5", 0], "tiling": "off", "spatial_tile": 256,
+                              "spatial_overlap": 64, "temporal_tile": 64, "temporal_overlap": 16}}}
+
+
+@needs_comfyui
+def test_comfyui_accounts_for_evicts_and_frees_our_text_towers_and_vae(comfy):
+    """Issue 15: the text towers and the VAE are loaded through ComfyUI's manager (listed with their
+    bytes, resident), its eviction releases them, and POST /free with unload_models too."""
+    texts = run(comfy, {**decoded(31), "q5": {"class_type": "HyVideoProbeComponents",
+                                               "inputs": {"evict": "full", "after": ["d5", 0]}}})
+    report = probe(texts, "q5")
+    listed = {r["what"]: r for r in report["before"]}
+    assert {"Llama text encoder", "CLIP text encoder", "VAE"} <= set(listed), report["before"]
+    assert all(r["loaded"] == r["size"] > 0 and r["state"] == "resident" for r in listed.values()), listed
+    assert report["after"] == [] and set(report["states_after"]) == {"home"}, report
+    run(comfy, {**decoded(32), "q5": {"class_type": "HyVideoProbeComponents",
+                                       "inputs": {"evict": "none", "after": ["d5", 0]}}})
+    status, _ = asyncio.run(http(comfy, "POST", "/free", {"unload_models": True}))
+    assert status == 200
+    for _ in range(50):        # ComfyUI frees between prompts: the probe's prompt runs after it
+        report = probe(run(comfy, {"q6": {"class_type": "HyVideoProbeComponents", "inputs": {"evict": "none"}}}),
+                       "q6")
+        if not report["before"]:
+            break
+        time.sleep(0.1)
+    assert report["before"] == [], report
 
 
 @needs_comfyui

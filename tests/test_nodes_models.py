@@ -130,12 +130,14 @@ def test_text_encoding_on_a_gpu_moves_the_transformer_off_when_the_tower_would_n
 
 def test_the_sampler_asks_the_host_for_the_room_the_planner_predicts(setup, monkeypatch):
     host = load_pack().nodes.host.host
-    asked = []
+    asked, placed = [], []
     monkeypatch.setattr(host, "free_device_memory", lambda nbytes, device: asked.append((nbytes, str(device))))
+    monkeypatch.setattr(host, "place_components",
+                        lambda placements, nbytes, device: placed.append(([p.what for p in placements], str(device))))
     setup[0].run(t2v_prompt(seed=11)).expect_success()
-    (fixed, device), (vae, _) = asked                           # the sampler's room, then the VAE decode's
+    (fixed, device), = asked                                    # the sampler's room
     assert device == "cpu" and 2**20 < fixed < 2**31          # the tiny model's plan, reserve included
-    assert 0 < vae < 2**24                                     # the tiny VAE's weights
+    assert placed[-1] == (["VAE"], "cpu")                      # the decode hands the VAE to the host first
     asked.clear()
     setup[0].run(t2v_prompt(seed=12, swap={"vram_budget_gb": 10.0})).expect_success()
     assert asked[0][0] == fixed                                 # auto swap: nothing to swap, the same plan

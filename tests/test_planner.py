@@ -237,6 +237,21 @@ def test_the_memory_plan_node_plans_per_gpu():
         node.estimate(**settings, ulysses_degree=4, cfg_parallel=True)
 
 
+def test_the_memory_plan_node_plans_one_context_window():
+    from harness.pack import pack_module
+    from hyvideo_core.sampling import ContextWindows
+    node = pack_module("nodes.plan").HyVideoMemoryPlan()
+    settings = dict(width=960, height=544, frames=257, weight_format="bf16", attention="sdpa",
+                    double_blocks_to_swap=0, single_blocks_to_swap=0, true_cfg_scale=1.0, vae_tiling="auto",
+                    vram_budget_gb=80.0)
+    whole = node.estimate(**settings)["result"][0]
+    windowed = node.estimate(**settings, context=ContextWindows(129, 32))["result"][0]
+    one = node.estimate(**{**settings, "frames": 129})["result"][0]
+    assert "planned for one window of 129 of the 257 frames" in windowed
+    peak = lambda text: float(text.split("peak ")[1].split(" GiB")[0])   # noqa: E731
+    assert peak(windowed) == peak(one) < peak(whole)
+
+
 SP_MEMORY_SCRIPT = r'''
 import datetime, gc, json, socket, sys
 import torch, torch.distributed as dist, torch.multiprocessing as mp

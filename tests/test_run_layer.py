@@ -138,7 +138,8 @@ def test_node_defaults_equal_cli_defaults():
         assert sampler[node_name] == cli[cli_name] == getattr(DEFAULTS, node_name if node_name != "true_cfg_scale"
                                                                else "cfg_scale"), node_name
     assert loader["weight_format"] == cli["weight_format"] and loader["attention"] == cli["attention"]
-    cache_nodes = {"HyVideoTeaCache": "teacache", "HyVideoFirstBlockCache": "first_block"}
+    cache_nodes = {"HyVideoTeaCache": "teacache", "HyVideoFirstBlockCache": "first_block",
+                   "HyVideoEasyCache": "easycache", "HyVideoMagCache": "magcache"}
     for node_id, name in cache_nodes.items():
         threshold = nodes[node_id].INPUT_TYPES()["required"]["threshold"][1]["default"]
         assert threshold == DEFAULTS.cache_thresholds[name]

@@ -19,7 +19,8 @@ OUTPUT_KEYS = ("videos", "images", "gifs")
 # the harness has no ComfyUI, so tests/test_comfyui_native.py runs and converts them in the real host.
 NATIVE = {"hunyuan_video_native_sampler", "hunyuan_video_native_context_windows"}
 EXPECTED = {"hunyuan_video_t2v_80gb", "hunyuan_video_t2v_24gb", "hunyuan_video_t2v_gguf", "hunyuan_video_lora",
-            "hunyuan_video_keyframe", "hunyuan_video_v2v", "hunyuan_video_t2v_2gpu", *NATIVE}
+            "hunyuan_video_keyframe", "hunyuan_video_v2v", "hunyuan_video_t2v_2gpu",
+            "hunyuan_video_long_257", *NATIVE}
 
 
 def pack_only(paths: list[Path]) -> list[Path]:

@@ -8,6 +8,8 @@ Speed features are policies set from outside, never flags inside the blocks:
   (block swapping moves weights there; the default does nothing);
 - `parallel`: `split(e)` after the embeddings and `gather(y, e)` after the final layer, around
   the token sequence (sequence parallelism, hyvideo_core.parallel; the default does nothing);
+- `rope_options`: RoPE frequency options for a run (rope.RopeOptions: RIFLEx), read when the
+  freqs of the whole sequence are built (before any parallel split);
 - layer `codec` / `adapters` (see ops.py) for fp8, GGUF and runtime LoRA.
 """
 from __future__ import annotations
@@ -23,7 +25,7 @@ from .blocks import BlockContext, DoubleBlock, FinalLayer, SingleBlock, TokenRef
 from .config import DiTConfig
 from .layers import TimestepEmbedder, vector_embedder
 from .ops import default_ops
-from .rope import rope_freqs
+from .rope import RopeOptions, rope_freqs
 
 
 class StayInPlace:
@@ -88,6 +90,7 @@ class HunyuanVideoTransformer(nn.Module):
         self.cache = None
         self.placement = StayInPlace()
         self.parallel = Unsplit()
+        self.rope_options = RopeOptions()
         self.compute_dtype = dtype or torch.float32
 
     # -- public call -----------------------------------------------------------------------
@@ -118,7 +121,8 @@ class HunyuanVideoTransformer(nn.Module):
         img = self.img_in(x.to(dtype))
         txt = self.txt_in(text_states.to(dtype), t, text_mask)
         grid = self.grid(x.shape)
-        rope = rope_freqs(grid, self.config.rope_dims, self.config.rope_theta, x.device)
+        rope = rope_freqs(grid, self.config.rope_dims, self.config.rope_theta, x.device,
+                          riflex_index=self.rope_options.riflex_index)
         layout = TokenLayout.build(img.shape[1], text_mask)
         return self.parallel.split(Embedded(img, txt, BlockContext(vec, rope, layout, self.attention), grid))
 

@@ -30,8 +30,11 @@ class CFGSplit:
         """This rank's half of the guidance pair."""
         return positive if self.cfg_rank == 0 else negative
 
-    def combine(self, v: torch.Tensor, scale: float) -> torch.Tensor:
-        """v_u + s * (v_c - v_u) from this rank's half and the other rank's."""
+    def combine(self, v: torch.Tensor, scale: float, rule=None) -> torch.Tensor:
+        """v_u + s * (v_c - v_u) from this rank's half and the other rank's; `rule(v_u, v_c, s)`
+        replaces that formula (GuidanceSettings.combine: CFG-Zero*), the same on every rank."""
         both = gather_batch(v, self.group, self.traffic)       # [2, B, ...]: cond, uncond
         v_c, v_u = both[0], both[1]
+        if rule is not None:
+            return rule(v_u, v_c, scale)
         return v_u + (v_c - v_u) * scale

@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 
 from ..model.attention import BACKENDS as ATTENTION_BACKENDS
-from ..sampling.cache import CACHE_POLICIES, DEFAULT_THRESHOLDS
+from ..sampling.cache import CACHE_POLICIES, DEFAULT_THRESHOLDS, HUNYUAN_MAG_RATIOS, POLICY_OPTIONS
+from ..sampling.context_windows import CONTEXT_SCHEDULES, FUSE_METHODS as CONTEXT_FUSE_METHODS, ContextWindows
 from ..sampling.guidance import CFG_MODES
 from ..runtime.planner import BACKENDS as PLANNED_ATTENTION, PLANNED_FORMATS
 from ..sampling.solvers import SOLVERS
@@ -19,6 +20,7 @@ from ..weights.storage import DTYPE_NAMES, FORMATS as STORAGE_FORMATS, PLAIN_DTY
 
 SOLVER_NAMES: tuple[str, ...] = tuple(SOLVERS)
 CACHE_NAMES: tuple[str, ...] = ("none", *CACHE_POLICIES)
+MAG_RATIO_TABLES: tuple[str, ...] = ("auto", *HUNYUAN_MAG_RATIOS)   # MagCache's calibrated tables
 # How DiT weights are stored; the `_fast` variant also runs fp8 matmuls where the GPU has them
 # (ComfyUI's name for it).
 FAST_FP8 = "fp8_e4m3fn_fast"
@@ -50,8 +52,13 @@ class Defaults:
     seed = 0
     denoise = 1.0
     solver = "euler"
+    riflex_index = 0             # RIFLEx off (4 for HunyuanVideo past 50 latent frames)
+    cfg_zero_star = False
+    zero_init_steps = 0
+    enhance_weight = 0.0         # Enhance-A-Video off (the official demo uses 4)
     cache = "none"
     cache_thresholds = dict(DEFAULT_THRESHOLDS)
+    cache_options = {name: dict(options) for name, options in POLICY_OPTIONS.items()}
     weight_format = "auto"
     attention = "auto"
     precision = "bf16"
@@ -59,6 +66,13 @@ class Defaults:
     vae_tiling = "auto"
     fps = 24.0
     output_format = "mp4"
+    # Context windows (the node's widgets; the CLI turns them on with --context-frames), in pixel frames.
+    context_frames = ContextWindows.length
+    context_overlap = ContextWindows.overlap
+    context_schedule = ContextWindows.schedule
+    context_stride = ContextWindows.stride
+    context_freenoise = ContextWindows.freenoise
+    context_fuse = ContextWindows.fuse
 
 
 DEFAULTS = Defaults()

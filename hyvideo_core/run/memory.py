@@ -44,6 +44,37 @@ def budget_bytes(budget_gb: float | None, device: torch.device, total: int | Non
     return total_bytes(device) if is_cuda(device) else None
 
 
+# A host's memory setting (ComfyUI's --lowvram, --novram, --highvram; "normal" anywhere else).
+MEMORY_MODES = ("normal", "low", "none", "high")
+
+
+def swap_for_memory_mode(request: SwapRequest, mode: str, double_blocks: int,
+                         single_blocks: int) -> tuple[SwapRequest, str]:
+    """What the host's memory setting makes of the block swap asked for, and a note when it changes
+    it: 'none' swaps every block (and txt_in), 'low' turns 'off' into 'auto' (the least swapping
+    that fits); fixed counts from the user are always kept."""
+    if mode not in MEMORY_MODES:
+        raise ValueError(f"memory mode {mode!r} is not one of {MEMORY_MODES}")
+    if request.mode == "fixed" or mode in ("normal", "high"):
+        return request, ""
+    if mode == "none":
+        every = SwapRequest("fixed", double_blocks, single_blocks, offload_txt_in=True,
+                            offload_img_in=request.offload_img_in, prefetch=request.prefetch)
+        return every, ("ComfyUI runs with --novram: every block (and txt_in) is swapped; a Block Swap node with "
+                       "fixed counts overrides this")
+    if request.mode == "off":
+        return SwapRequest("auto", offload_txt_in=request.offload_txt_in, offload_img_in=request.offload_img_in,
+                           prefetch=request.prefetch), \
+            "ComfyUI runs with --lowvram: block swap 'auto' (the least swapping that fits) in place of 'off'"
+    return request, ""
+
+
+def swaps_under(mode: str, request: SwapRequest) -> bool:
+    """Whether a DiT loaded for `request` under this memory mode will be block-swapped (then its
+    weights load into RAM, not onto the GPU)."""
+    return request.active or mode in ("low", "none")
+
+
 def plan_placement(inputs: PlanInputs, swap: SwapRequest, budget: int | None, device: torch.device) -> PlacementPlan:
     """The plan for this swap request (auto: the least swapping that fits `budget`)."""
     if swap.mode == "off":

@@ -95,22 +95,25 @@ def check_budget(budget_gb: float | None, parameter: str = "budget_gb") -> float
 
 @dataclass(frozen=True)
 class CacheRequest:
-    name: str = DEFAULTS.cache            # none | teacache | first_block
+    name: str = DEFAULTS.cache            # none | one of choices.CACHE_NAMES
     threshold: float | None = None        # None: the policy's default
     start_step: int = 0
     end_step: int | None = None
     storage: str = "main"
+    options: tuple = ()                   # the policy's own knobs as (keyword, value) pairs (cache.POLICY_OPTIONS)
 
     def build(self):
         from ..sampling.cache import make_cache
-        return make_cache(self.name, self.threshold, self.start_step, self.end_step, self.storage)
+        return make_cache(self.name, self.threshold, self.start_step, self.end_step, self.storage,
+                          **dict(self.options))
 
     def describe(self) -> str:
         if self.name == "none":
             return "no cache"
         window = f"steps {self.start_step}..{'end' if self.end_step is None else self.end_step}"
         threshold = "default" if self.threshold is None else f"{self.threshold:g}"
-        return f"{self.name} threshold {threshold}, {window}, residuals on {self.storage}"
+        extra = "".join(f", {k} {v}" for k, v in self.options)
+        return f"{self.name} threshold {threshold}{extra}, {window}, residuals on {self.storage}"
 
 
 @dataclass(frozen=True)

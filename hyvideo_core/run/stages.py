@@ -6,28 +6,41 @@ out-of-memory into an OutOfMemoryError that carries the planner's advice (the OO
 """
 from __future__ import annotations
 
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Callable, Protocol, Sequence
 
 import torch
 
 from ..runtime.devices import free_bytes, is_cuda, main_device, total_bytes
 from ..runtime.oom import oom_guard
-from ..runtime.placement import Placement, module_bytes
+from ..runtime.placement import Placement
 from ..sampling import SamplingHooks, SamplingOptions, SamplingResult, sample
 from ..sampling.noise import plan_from_latent
 from .dit import LoadedDiT, RunShape
-from .memory import PlacementPlan, budget_bytes, check_fits, device_capacity, plan_placement
+from .memory import (PlacementPlan, budget_bytes, check_fits, device_capacity, plan_placement,
+                     swap_for_memory_mode)
 from .settings import CacheRequest, SwapRequest
 
 
 class RunHost(Protocol):
-    """What a stage needs from its surroundings (ComfyUI's host implements it too)."""
+    """What a stage needs from its surroundings (ComfyUI's host implements it too).
+
+    - `free_device_memory(nbytes, device)`: room for the DiT's run (others' models moved away);
+    - `place_components(placements, nbytes, device)`: before the text towers or the VAE run: the
+      host may take them into its own memory management (ComfyUI: loaded resident through its
+      manager, which frees others first, lists them, and evicts them when something else needs
+      the room); alone nothing happens and they visit the device for their stage only;
+    - `memory_mode()`: one of MEMORY_MODES (ComfyUI's --lowvram / --novram / --highvram), which
+      `swap_for_memory_mode` applies to the block swap asked for.
+    """
 
     def devices(self) -> tuple[torch.device, torch.device]: ...
     def device_memory(self, device: torch.device) -> tuple[int, int]: ...
     def free_device_memory(self, nbytes: int, device: torch.device) -> None: ...
+    def place_components(self, placements: Sequence[Placement], nbytes: int, device: torch.device) -> None: ...
+    def memory_mode(self) -> str: ...
 
 
 class LocalHost:
@@ -47,6 +60,12 @@ class LocalHost:
     def free_device_memory(self, nbytes: int, device: torch.device) -> None:
         return None
 
+    def place_components(self, placements, nbytes: int, device: torch.device) -> None:
+        return None          # nobody else to ask: the components visit the device for their stage
+
+    def memory_mode(self) -> str:
+        return "normal"
+
 
 @dataclass
 class SampleOutcome:
@@ -56,11 +75,17 @@ class SampleOutcome:
 
 
 def run_shape(options: SamplingOptions, size: tuple[int, int, int] | None, init_latent) -> RunShape:
+    """The size the memory plan is for. With context windows the DiT sees one window at a time, so the
+    frames are the window's (the full-length latent and the blend buffers are small beside the activations)."""
     cfg_batched = options.cfg_scale > 1 and options.cfg_mode == "batched"
     if init_latent is not None:
         plan = plan_from_latent(tuple(init_latent.shape))
-        return RunShape(plan.width, plan.height, plan.frames, plan.batch, cfg_batched)
-    return RunShape(*size, 1, cfg_batched)
+        width, height, frames, batch = plan.width, plan.height, plan.frames, plan.batch
+    else:
+        (width, height, frames), batch = size, 1
+    if options.context is not None:
+        frames = options.context.planned_frames(frames)
+    return RunShape(width, height, frames, batch, cfg_batched)
 
 
 def sample_video(dit: LoadedDiT, embeds, options: SamplingOptions, *, size: tuple[int, int, int] | None = None,
@@ -75,6 +100,9 @@ def sample_video(dit: LoadedDiT, embeds, options: SamplingOptions, *, size: tupl
     shape = run_shape(options, size, init_latent)
     _, total = host.device_memory(dit.main)
     budget = budget_bytes(budget_gb, dit.main, total or None)
+    config = dit.transformer.config
+    swap, mode_note = swap_for_memory_mode(swap, host.memory_mode(), config.double_blocks, config.single_blocks)
+    notes += [mode_note] if mode_note else []
     placement = plan_placement(dit.plan_inputs(shape), swap, budget, dit.main)
     check_fits(placement, dit.main, device_capacity(dit.main, total))   # refuse before the first step
     notes += [placement.note] if placement.note else []
@@ -98,17 +126,32 @@ def encode_prompts(encoder, prompt: str, negative: str | None, template, host: R
     """Both prompts in one call; the towers visit the main device one at a time."""
     from ..text.memory import encode_device_bytes
     host = host or LocalHost(encoder.device)
-    if encoder.device != encoder.offload_device and encoder.device.type != "cpu":
-        host.free_device_memory(encode_device_bytes(encoder, template=template), encoder.device)
+    host.place_components([encoder.placement("llm"), encoder.placement("clip")],
+                          encode_device_bytes(encoder, template=template), encoder.device)
     return encoder.encode(prompt, negative_prompt=negative, template=template)
+
+
+# The one Placement of each VAE module (per devices), so a host can manage it across stages.
+_VAE_PLACEMENTS: "weakref.WeakKeyDictionary[torch.nn.Module, Placement]" = weakref.WeakKeyDictionary()
+
+
+def vae_placement(vae, main: torch.device, offload: torch.device) -> Placement:
+    placement = _VAE_PLACEMENTS.get(vae)
+    if placement is None or (placement.main, placement.offload) != (torch.device(main), torch.device(offload)):
+        if placement is not None:
+            placement.release()
+        placement = _VAE_PLACEMENTS[vae] = Placement(vae, main, offload, what="VAE")
+    return placement
 
 
 @contextmanager
 def vae_visit(vae, main: torch.device, offload: torch.device, host: RunHost | None = None):
-    """The VAE on the main device for the block (room asked for first), home again afterwards."""
+    """The VAE on the main device for the block (the host asked for room first, or managing it),
+    home again afterwards unless the host keeps it resident."""
     host = host or LocalHost(main)
-    host.free_device_memory(module_bytes(vae), main)
-    with Placement(vae, main, offload, what="VAE").visit():
+    placement = vae_placement(vae, main, offload)
+    host.place_components([placement], 0, torch.device(main))
+    with placement.visit():
         yield vae
 
 

@@ -16,6 +16,7 @@ from ..errors import InvalidInputError, finite_number
 from ..sampling import LatentPlan, plan_latent, plan_schedule
 # Hard upper limits, the same as the nodes' widget limits; defined where the library checks them,
 # so `hyvideo_core.sample` refuses the same requests (re-exported here for the CLI and the nodes).
+from ..sampling.extras import check_extras
 from ..sampling.noise import MAX_FRAMES, MAX_SEED, MAX_SIZE, check_seed
 from ..sampling.schedule import MAX_STEPS
 from ..video import format_for
@@ -66,6 +67,7 @@ def check_options(settings: GenerateSettings) -> None:
         finite_number(name, value)
     plan_schedule(o.steps, o.shift, o.denoise, o.start_step, o.end_step)
     o.guidance.check()
+    check_extras(o)          # RIFLEx, CFG-Zero*, Enhance-A-Video
     check_choice("--weight-format", settings.weight_format, WEIGHT_FORMATS)
     check_choice("--attention", settings.attention, ATTENTION_BACKENDS)
     check_choice("--tiling", settings.tiling, VAE_TILING)

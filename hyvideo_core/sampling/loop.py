@@ -17,6 +17,8 @@ from .cache import CachePolicy, CacheReport, installed
 from ..text.templates import DEFAULT_NEGATIVE_PROMPT
 from .guidance import GuidanceSettings, GuidedVelocity
 from .callbacks import SamplingHooks
+from .context_windows import ContextWindows, check_context
+from .extras import check_for_run, installed_extras
 from .latent_format import to_model_space, to_raw_latent
 from .noise import LatentPlan, check_seed, noise_to_sigma, plan_from_latent, plan_latent, seeded_noise
 from .numerics import describe_non_finite
@@ -41,10 +43,16 @@ class SamplingOptions:
     start_step: int = 0
     end_step: int | None = None
     add_noise: bool = True             # False: the input latent is already noised to the start sigma
+    context: ContextWindows | None = None   # context windows for long videos (context_windows.py)
+    riflex_index: int = 0              # RIFLEx temporal RoPE fix; 0 = off, 4 for HunyuanVideo (extras.py)
+    cfg_zero_star: bool = False        # CFG-Zero*'s optimised scale under true CFG (guidance.py)
+    zero_init_steps: int = 0           # CFG-Zero*'s zero-init: the first N steps output zero velocity
+    enhance_weight: float = 0.0        # Enhance-A-Video (FETA) weight; 0 = off (enhance.py)
 
     @property
     def guidance(self) -> GuidanceSettings:
-        return GuidanceSettings(self.embedded_guidance, self.cfg_scale, self.cfg_mode)
+        return GuidanceSettings(self.embedded_guidance, self.cfg_scale, self.cfg_mode, self.cfg_zero_star,
+                                self.zero_init_steps)
 
 
 @dataclass
@@ -73,26 +81,31 @@ def sample(model, embeds, options: SamplingOptions = SamplingOptions(), *, width
     if not isinstance(options, SamplingOptions):
         raise InvalidInputError(f"options: expected SamplingOptions, got {type(options).__name__}.")
     schedule = plan_schedule(options.steps, options.shift, options.denoise, options.start_step, options.end_step)
-    solver = make_solver(options.solver)
+    solver = make_solver(options.solver, seed=options.seed)
     guidance = options.guidance
     guidance.check()
     check_seed(options.seed)
     _check_cache(cache)
+    context = check_context(options.context)
     notes: list[str] = []
     inputs = _resolve_inputs(model, width, height, frames, batch_size, init_latent, keyframe_latent, options, notes)
     _check_embeds(model, embeds, guidance, inputs.plan.batch, notes)
     if not model.config.guidance_embed:
         _note(notes, f"this DiT has no guidance embedding; embedded_guidance={guidance.embedded} is not used")
+    check_for_run(model, options, inputs.plan.shape, schedule, lambda message: _note(notes, message))
     hooks = hooks or SamplingHooks()
     device = torch.device(device) if device is not None else next(model.parameters()).device
 
     batch = inputs.plan.batch
     negative = prompt_for_batch(embeds.negative, batch, device) if guidance.true_cfg else None
     velocity = GuidedVelocity(model, guidance, prompt_for_batch(embeds.positive, batch, device), negative,
-                              None if inputs.concat is None else inputs.concat.to(device))
+                              None if inputs.concat is None else inputs.concat.to(device), first_step=schedule.start)
+    if context is not None:   # one forward per window, blended (the plain velocity when the latent fits one)
+        velocity = context.velocity(velocity, inputs.plan.shape[2], hooks, schedule.active_steps)
     x = _start_latent(inputs, schedule, options, device)
     total = schedule.active_steps
-    with installed(model, cache if cache is not None else model.cache):
+    with installed(model, cache if cache is not None else model.cache), \
+            installed_extras(model, options, inputs.plan.shape):
         policy = model.cache
         if policy is not None:
             policy.start_run(total)
@@ -162,6 +175,8 @@ def _start_latent(inputs: _Inputs, schedule: SigmaSchedule, options: SamplingOpt
     if inputs.init is not None and not options.add_noise:
         return inputs.init.to(device).float()
     noise = seeded_noise(inputs.plan.shape, options.seed, device)
+    if options.context is not None:
+        noise = options.context.shuffle_noise(noise, options.seed)   # FreeNoise (when on and windows are used)
     if inputs.init is None:
         return noise if sigma == 1.0 else noise * sigma
     return noise_to_sigma(inputs.init.to(device), noise, sigma)

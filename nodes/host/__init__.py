@@ -21,7 +21,8 @@ lists are empty), and every other service raises a HyVideoError saying the nodes
 
 Modules: this file (the host protocol, NoHost, the forwarding `host`), comfy_host.py (ComfyHost:
 folders, progress, interrupts, devices, memory through comfy.model_management), native_model.py
-(imported only inside ComfyUI: the BaseModel adapter and the ModelPatcher subclass).
+(imported only inside ComfyUI: the BaseModel adapter and the DiT's ModelPatcher subclass),
+components.py (imported only inside ComfyUI: the text towers' and the VAE's ModelPatcher subclass).
 """
 from __future__ import annotations
 
@@ -39,7 +40,8 @@ HOST_METHODS = (
     "folders", "filenames", "full_path", "model_dirs", "full_dir_path", "comfy_root",
     "output_dir", "input_dir", "input_files", "input_path",
     "progress", "check_interrupt", "interruptible",
-    "devices", "device_memory", "free_memory", "free_device_memory", "register_unloadable", "unload_all",
+    "devices", "device_memory", "free_memory", "free_device_memory", "place_components", "memory_mode",
+    "register_unloadable", "unload_all",
     "native_model", "register_route",
 )
 

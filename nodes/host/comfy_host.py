@@ -55,6 +55,7 @@ class ComfyHost:
         self._mm = comfy.model_management
         self._patchers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # LoadedDiT -> its patcher
         self._others: weakref.WeakSet = weakref.WeakSet()   # other unloadables: unload() on unload_all
+        self._components: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # Placement -> its patcher
         self.routes: list[tuple[str, str, Callable]] = []
 
     # ---- model folders (folder_paths) ----
@@ -166,6 +167,35 @@ class ComfyHost:
         elif device.type != "cpu":
             self._mm.free_memory(int(nbytes), device, keep_loaded=listed)
 
+    def place_components(self, placements, nbytes: int, device: torch.device) -> None:
+        """Before a text tower or the VAE runs: ComfyUI's manager loads them (their ComponentPatcher,
+        components.py) after freeing others' models for them plus `nbytes` of activations, and lists
+        them; they stay resident until it needs the room, like ComfyUI's own encoders and VAEs."""
+        patchers = [self.component_patcher(p) for p in placements]
+        if patchers:
+            self._mm.load_models_gpu(patchers, memory_required=int(nbytes))
+
+    def component_patcher(self, placement):
+        """The one ComponentPatcher of a text tower's or VAE's Placement (it lives as long as that)."""
+        patcher = self._components.get(placement)
+        if patcher is None:
+            from .components import ComponentPatcher
+            patcher = self._components[placement] = ComponentPatcher.for_placement(placement)
+        return patcher
+
+    def memory_mode(self) -> str:
+        """ComfyUI's --novram / --lowvram / --highvram (and --gpu-only) as one of the run layer's
+        MEMORY_MODES; the sampler applies it to its block swap (run.swap_for_memory_mode)."""
+        state = self._mm.vram_state
+        states = self._mm.VRAMState
+        if state == states.NO_VRAM:
+            return "none"
+        if state == states.LOW_VRAM:
+            return "low"
+        if state == states.HIGH_VRAM:
+            return "high"
+        return "normal"
+
     def register_unloadable(self, obj) -> None:
         """Hand `obj` to ComfyUI's memory manager (weakly: it does not keep it alive). A loaded DiT
         gets its HyVideoPatcher, loaded through `load_models_gpu` where it stands; anything else is
@@ -178,7 +208,7 @@ class ComfyHost:
     def unload_all(self) -> None:
         """Release this pack's models from the main device (what ComfyUI's manager does when it
         unloads them); their entries in ComfyUI's accounting then read 0 bytes loaded."""
-        for patcher in list(self._patchers.values()):
+        for patcher in [*self._patchers.values(), *self._components.values()]:
             patcher.detach(unpatch_all=True)
         for obj in list(self._others):
             obj.unload()

@@ -36,8 +36,10 @@ import comfy.supported_models
 import torch
 
 from hyvideo_core.errors import HyVideoError, InvalidInputError, OutOfMemoryError
-from hyvideo_core.run import RunShape, SwapRequest, budget_bytes, plan_placement
+from hyvideo_core.run import RunShape, SwapRequest, budget_bytes, module_bytes, plan_placement
 from hyvideo_core.sampling import installed
+
+from .components import PlacementPatcher
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +47,6 @@ RUN_KEY = "hyvideo_run"             # the NativeRun attachment of a native MODEL
 WRAPPER_KEY = "hyvideo"             # our OUTER_SAMPLE wrapper
 FALLBACK_SHAPE = RunShape(16, 16, 1)  # for a swap chosen before any sampling shape is known
 UNSUPPORTED_CONDS = ("txt_byt5", "guiding_frame_index", "ref_latent")
-
-
-def tensor_bytes(module: torch.nn.Module) -> int:
-    """Bytes of a module's parameters and buffers as stored (fp8 / GGUF bytes as stored)."""
-    return sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
 
 
 class DiTAdapter(torch.nn.Module):
@@ -243,7 +240,7 @@ def native_clone(patcher: "HyVideoPatcher", handle, shift: float, cache=None):
     return model
 
 
-class HyVideoPatcher(comfy.model_patcher.ModelPatcher):
+class HyVideoPatcher(PlacementPatcher):
     """ComfyUI's manager sees our DiT through this; the placement does the moving (module docstring)."""
 
     @classmethod
@@ -257,7 +254,7 @@ class HyVideoPatcher(comfy.model_patcher.ModelPatcher):
 
     def model_size(self):
         loaded = self.model.diffusion_model.loaded_or_none()
-        return 0 if loaded is None else tensor_bytes(loaded.transformer)
+        return 0 if loaded is None else module_bytes(loaded.transformer)
 
     def loaded_size(self):
         """Bytes the placement holds on the main device: all of it when resident, the unswapped
@@ -265,15 +262,12 @@ class HyVideoPatcher(comfy.model_patcher.ModelPatcher):
         loaded = self.model.diffusion_model.loaded_or_none()
         if loaded is None or loaded.placement.state == "home":
             return 0
-        total = tensor_bytes(loaded.transformer)
+        total = module_bytes(loaded.transformer)
         swap = loaded.placement.swap
         if swap is None:
             return total
-        swapped = sum(tensor_bytes(m) for m in swap.swapped_modules())
+        swapped = sum(module_bytes(m) for m in swap.swapped_modules())
         return total - swapped + swap.report.slots * swap.report.slot_bytes
-
-    def current_loaded_device(self):
-        return self.load_device if self.loaded_size() > 0 else self.offload_device
 
     def hyvideo_state(self) -> dict:
         """Where the DiT is, for tests and reports."""
@@ -284,12 +278,6 @@ class HyVideoPatcher(comfy.model_patcher.ModelPatcher):
                 "loras": [spec.lora.name for spec in self.dit.loras]}
 
     # -- ComfyUI's loading protocol, onto our placement -------------------------------------------
-    def patch_model(self, device_to=None, lowvram_model_memory=0, load_weights=True, force_patch_weights=False):
-        super().patch_model(device_to, lowvram_model_memory, load_weights=False)   # object patches only
-        if load_weights:
-            self.load(device_to, lowvram_model_memory, force_patch_weights, full_load=lowvram_model_memory == 0)
-        return self.model
-
     def load(self, device_to=None, lowvram_model_memory=0, force_patch_weights=False, full_load=False):
         self._place(math.inf if full_load or not lowvram_model_memory else lowvram_model_memory)
         for callback in self.get_all_callbacks(comfy.patcher_extension.CallbacksMP.ON_LOAD):
@@ -311,23 +299,6 @@ class HyVideoPatcher(comfy.model_patcher.ModelPatcher):
             self._release()
         return before - self.loaded_size()
 
-    def unpatch_model(self, device_to=None, unpatch_weights=True):
-        super().unpatch_model(None, unpatch_weights=False)   # our weights are never patched in place
-        if unpatch_weights and device_to is not None:
-            self._release()
-
-    def detach(self, unpatch_all=True):
-        """Unload: release the DiT from the device (unpatch_all=False, when a clone of the same DiT
-        takes over the manager's entry or a clone is dropped: keep it where it is)."""
-        self.eject_model()
-        self.model_patches_to(self.offload_device)
-        if unpatch_all:
-            super().unpatch_model(None, unpatch_weights=False)
-            self._release()
-        for callback in self.get_all_callbacks(comfy.patcher_extension.CallbacksMP.ON_DETACH):
-            callback(self, unpatch_all)
-        return self.model
-
     # -- our placement -----------------------------------------------------------------------------
     def _release(self) -> None:
         loaded = self.model.diffusion_model.loaded_or_none()
@@ -348,7 +319,7 @@ class HyVideoPatcher(comfy.model_patcher.ModelPatcher):
         if comfy.model_management.vram_state == comfy.model_management.VRAMState.NO_VRAM and request.mode != "fixed":
             weight_budget = 0    # --novram: every block streams (what the already-loaded bytes would not say)
         shape = self.model.hyvideo_shape or FALLBACK_SHAPE
-        full = weight_budget >= tensor_bytes(loaded.transformer)
+        full = weight_budget >= module_bytes(loaded.transformer)
         if request.mode == "off" and full:
             loaded.placement.resident()
             return

@@ -75,6 +75,7 @@ class StandaloneHost:
         self.routes: list[tuple[str, str, Callable]] = []
         self.on_progress: ProgressListener | None = None
         self.current_node: str | None = None  # set by whoever executes nodes (harness, CLI)
+        self.vram_mode = "normal"             # memory_mode(): what ComfyUI's --lowvram/--novram would set
         self.configure(models_dir, output_dir, temp_dir, input_dir)
 
     def configure(self, models_dir=None, output_dir=None, temp_dir=None, input_dir=None) -> None:
@@ -195,6 +196,13 @@ class StandaloneHost:
 
     def free_device_memory(self, nbytes: int, device: torch.device) -> None:
         """Nothing else holds device memory here (ComfyUI's host evicts its own models)."""
+
+    def place_components(self, placements, nbytes: int, device: torch.device) -> None:
+        """Nobody else to ask: text towers and VAEs visit the device for their stage."""
+
+    def memory_mode(self) -> str:
+        """As ComfyUI's --lowvram / --novram / --highvram would set it; tests change `vram_mode`."""
+        return self.vram_mode
 
     def register_unloadable(self, obj) -> None:
         """Remember `obj` (weakly): its `unload()` runs when the host unloads models."""
