@@ -2,6 +2,7 @@
 
     hyvideo generate --demo                      # the whole run on a tiny embedded model
     hyvideo generate --models-dir ComfyUI/models --prompt "a cat walks on the grass"
+    hyvideo generate --image first.png --dit i2v.safetensors --llm llava-folder ...   # image to video
     hyvideo plan --width 1280 --height 720 --frames 129 --weight-format fp8_scaled --vram-gb 24
 
 Both commands share their size, memory and swap options, their checks and their snapping; every
@@ -95,6 +96,8 @@ def _memory_args(p: argparse.ArgumentParser, plan: bool = False) -> None:
     if plan:
         m.add_argument("--cfg", action="store_true", help="true CFG batched (doubles activations)")
         m.add_argument("--tiling", choices=VAE_TILING, default=DEFAULTS.vae_tiling, help="VAE decode tiling")
+        m.add_argument("--i2v-mode", choices=("token_replace", "latent_concat", "skyreels"), default=None,
+                       help="plan an image-to-video run: its text stream is longer (396 / 540 / 256 tokens)")
     _parallel_args(p, plan)
 
 
@@ -115,6 +118,14 @@ def _parallel_args(p: argparse.ArgumentParser, plan: bool) -> None:
         g.add_argument("--vae-parallel", action="store_true", help="spread the VAE decode's tiles over the GPUs")
 
 
+class _Given(argparse.Action):
+    """Stores the value and records that the option was given (`args.<dest>_given`)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        setattr(namespace, f"{self.dest}_given", True)
+
+
 def _generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--demo", action="store_true",
                    help=f"run on an embedded tiny random model (no download; defaults {DEMO_SIZE})")
@@ -128,6 +139,17 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
         models.add_argument(f"--{name}", type=Path, help=what)
     models.add_argument("--lora", action="append", default=[], metavar="PATH[:STRENGTH]",
                         help="a LoRA to apply (repeatable; strength 1 unless given)")
+    models.add_argument("--vision", type=Path,
+                        help="image-to-video: the LLaVA vision tower (the llava-llama-3 folder, or ComfyUI's "
+                             "clip_vision/llava_llama3_vision.safetensors; default: --llm when it is a folder)")
+    from .conditioning.image import I2V_MODES
+    i2v = p.add_argument_group("image to video (HunyuanVideo-I2V, SkyReels-V1 I2V)")
+    i2v.add_argument("--image", type=Path, help="the first frame (png, jpg, webp); fitted to --width x --height")
+    i2v.add_argument("--i2v-mode", choices=I2V_MODES, default="auto",
+                     help="auto: from the DiT's input channels (16 token_replace, 33 latent_concat, 32 skyreels)")
+    i2v.add_argument("--i2v-stability", action=argparse.BooleanOptionalAction, default=True,
+                     help="start from 0.999 noise + 0.001 image latent (default shift 7); --no-i2v-stability: "
+                          "dynamic, plain noise (default shift 17)")
     _size_args(p)
     out = p.add_argument_group("output")
     out.add_argument("--fps", type=float, default=DEFAULTS.fps)
@@ -135,7 +157,8 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
     out.add_argument("--output", "-o", type=Path, help="mp4, webm or gif (default hyvideo_<seed>.mp4)")
     s = p.add_argument_group("sampling")
     s.add_argument("--steps", type=int, default=DEFAULTS.steps)
-    s.add_argument("--shift", type=float, default=DEFAULTS.shift)
+    s.add_argument("--shift", type=float, default=DEFAULTS.shift, action=_Given,
+                   help="flow shift (with --image: 7 with --i2v-stability, 17 without, unless given)")
     s.add_argument("--guidance", type=float, default=DEFAULTS.embedded_guidance, help="embedded guidance scale")
     s.add_argument("--cfg-scale", type=float, default=DEFAULTS.cfg_scale, help="true CFG (> 1 uses the negative prompt)")
     s.add_argument("--seed", type=int, default=DEFAULTS.seed)
@@ -180,9 +203,11 @@ def _run_generate(args, notes: NoteLog) -> int:
         for key, value in DEMO_SIZE.items():
             if _untouched(args, key):
                 setattr(args, key, value)
+    i2v_notes = _i2v_defaults(args)
     settings = _settings(args)
     files = _demo_files() if args.demo else _model_files(args)
     checked = check_run(files, settings)
+    checked = dataclasses.replace(checked, notes=(*checked.notes, *i2v_notes))
     leader = os.environ.get("RANK", "0") == "0"
     if not leader:
         notes.silence()
@@ -196,6 +221,20 @@ def _run_generate(args, notes: NoteLog) -> int:
         print(result.summary(), file=sys.stderr)
         print(result.path)
     return 0
+
+
+def _i2v_defaults(args) -> list[str]:
+    """With --image: the official shift for the mode unless --shift was given (noted)."""
+    if args.image is None:
+        return []
+    from .conditioning.image import recommended_shift
+    notes = []
+    if not getattr(args, "shift_given", False):
+        args.shift = recommended_shift(args.i2v_stability)
+        notes.append(f"--image: shift {args.shift:g}, the official value for "
+                     f"{'--i2v-stability' if args.i2v_stability else 'dynamic (--no-i2v-stability)'} (--shift to "
+                     "change)")
+    return notes     # the demo has no vision tower: the run notes that the text is encoded without the image
 
 
 def _header(checked, demo: bool) -> None:
@@ -225,8 +264,21 @@ def _model_files(args) -> ModelFiles:
     if args.models_dir is not None and not args.models_dir.is_dir():
         raise InvalidInputError(f"--models-dir {args.models_dir}: no such folder.")
     files = find_model_files(args.models_dir, **given, tokenizer=args.tokenizer, clip_tokenizer=args.clip_tokenizer)
+    vision = args.vision
+    if vision is None and args.image is not None and _holds_vision(Path(files.llm)):
+        vision = files.llm           # the llava-llama-3 folder holds the vision tower
     return ModelFiles(files.dit, files.vae, files.llm, files.clip, files.tokenizer, files.clip_tokenizer,
-                      tuple(_lora(text) for text in args.lora))
+                      tuple(_lora(text) for text in args.lora), vision)
+
+
+def _holds_vision(folder: Path) -> bool:
+    """A LLaVA folder (its config names a vision tower), or one holding HunyuanVideo-I2V's text_encoder_i2v/."""
+    if not folder.is_dir():
+        return False
+    if (folder / "text_encoder_i2v").is_dir():
+        return True
+    config = folder / "config.json"
+    return config.is_file() and "vision_config" in config.read_text(errors="replace")
 
 
 def _lora(text: str) -> tuple[Path, float]:
@@ -257,7 +309,8 @@ def _settings(args) -> GenerateSettings:
         weight_format=args.weight_format, attention=args.attention, swap=SwapRequest.parse(args.swap),
         budget_gb=args.vram_gb, cache=CacheRequest(args.cache, args.cache_threshold), tiling=args.tiling,
         fps=args.fps, crf=args.crf, device=args.device,
-        parallel=ParallelRequest(args.ulysses_degree, args.ring_degree, args.cfg_parallel, args.vae_parallel))
+        parallel=ParallelRequest(args.ulysses_degree, args.ring_degree, args.cfg_parallel, args.vae_parallel),
+        image=args.image, i2v_mode=args.i2v_mode, i2v_stability=args.i2v_stability)
 
 
 def _context(args):
@@ -292,6 +345,9 @@ def _run_plan(args, notes: NoteLog) -> int:
                         cfg_batched=args.cfg or args.cfg_parallel, attention=attention,
                         ulysses_degree=args.ulysses_degree, ring_degree=args.ring_degree,
                         cfg_parallel=args.cfg_parallel, **tiles)
+    if args.i2v_mode is not None:
+        from .runtime.planner import TEXT_TOKENS
+        inputs = inputs.replace(text_tokens=TEXT_TOKENS[args.i2v_mode])
     check_parallel(inputs, gpus=inputs.gpus if args.gpus is None else args.gpus)
     placement = plan_placement(inputs, swap, budget, device)
     if placement.note:

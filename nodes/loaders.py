@@ -8,17 +8,18 @@ reuses the weights instead of reading them again.
 from __future__ import annotations
 
 import gc
+import json
 import os
 
 import torch
 
 import hyvideo_core
-from hyvideo_core.errors import CheckpointError
+from hyvideo_core.errors import CheckpointError, HyVideoError
 from hyvideo_core.run import LoadedDiT, SwapRequest, load_dit, swaps_under
 from hyvideo_core.run.choices import ATTENTION_BACKENDS, DEFAULTS, PRECISIONS, WEIGHT_FORMATS, check_choice, parse_dtype
 
 from .host import host
-from .model_handle import HyVideoModel, HyVideoVAE
+from .model_handle import HyVideoModel, HyVideoVAE, HyVideoVision
 
 CATEGORY = "HunyuanVideo/loaders"
 TOKENIZER_FOLDERS = {"llm": ("llama_tokenizer", os.path.join("comfy", "text_encoders", "llama_tokenizer")),
@@ -245,6 +246,10 @@ class HyVideoTextEncoderLoader:
                 "default": "main",
                 "tooltip": "Where the towers run: main (the GPU; they visit it only while encoding) or cpu "
                            "(slow, but never uses GPU memory)."}),
+        }, "optional": {
+            "vision": ("HYVIDEO_VISION", {
+                "tooltip": "From the HunyuanVideo Vision Tower Loader: adds the LLaVA vision tower for "
+                           "image-to-video (HunyuanVideo I2V Text Encode). Leave empty for text to video."}),
         }}
 
     RETURN_TYPES = ("HYVIDEO_TEXT_ENCODER",)
@@ -266,7 +271,7 @@ class HyVideoTextEncoderLoader:
     def IS_CHANGED(cls, llm_name, clip_name, **_):
         return tuple(file_stamp("text_encoders", n) if not n.endswith("/") else n for n in (llm_name, clip_name))
 
-    def load(self, llm_name, clip_name, precision, llm_format, device):
+    def load(self, llm_name, clip_name, precision, llm_format, device, vision=None):
         check_inputs(precision=(precision, ("auto", *PRECISIONS)), llm_format=(llm_format, TEXT_STORAGE),
                      device=(device, TEXT_DEVICES))
         llm, clip = text_encoder_path(llm_name), text_encoder_path(clip_name)
@@ -275,20 +280,83 @@ class HyVideoTextEncoderLoader:
         encoder = hyvideo_core.load_text_encoder(
             llm, clip, tokenizer=tokenizer_folder("llm", llm), clip_tokenizer=tokenizer_folder("clip", clip),
             dtype=None if precision == "auto" else parse_dtype(precision, "precision"), device=run_on,
-            offload_device=offload, llm_storage=llm_format)
+            offload_device=offload, llm_storage=llm_format, vision=None if vision is None else vision.path)
         info = encoder.info
         names = [os.path.basename(source.rstrip("/")) for source in (info.llm_source, info.clip_source)]
         text = f"Llama {names[0]} + CLIP {names[1]}, {info.dtype}, storage {info.llm_storage}, runs on {info.device}"
+        if info.vision_source is not None:
+            text += f"; vision tower {os.path.basename(str(info.vision_source).rstrip('/'))} (image to video)"
         return {"ui": {"text": [text]}, "result": (encoder,)}
+
+
+def vision_choices() -> list[str]:
+    """Files of clip_vision, then LLaVA folders of text_encoders (a config.json with a vision_config)
+    written as 'name/'."""
+    folders = [f + "/" for f in host.model_dirs("text_encoders") if _is_llava_folder(f)]
+    return list(host.filenames("clip_vision")) + folders
+
+
+def _is_llava_folder(name: str) -> bool:
+    try:
+        with open(os.path.join(host.full_dir_path("text_encoders", name), "config.json"), encoding="utf-8") as f:
+            return "vision_config" in json.load(f)
+    except (OSError, ValueError, HyVideoError):
+        return False
+
+
+def vision_path(name: str) -> str:
+    if name.endswith("/"):
+        return host.full_dir_path("text_encoders", name.rstrip("/"))
+    return host.full_path("clip_vision", name)
+
+
+class HyVideoVisionLoader:
+    DESCRIPTION = ("Picks the LLaVA vision tower for image to video: ComfyUI's llava_llama3_vision.safetensors from "
+                   "models/clip_vision, or the llava-llama-3-8b-v1_1-transformers folder (HunyuanVideo-I2V's "
+                   "text_encoder_i2v) in models/text_encoders. Connect it to the Text Encoder Loader's vision input; "
+                   "the tower is loaded and checked there, with the Llama it feeds.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "vision_name": (vision_choices(), {
+                "tooltip": "llava_llama3_vision.safetensors (models/clip_vision), or a LLaVA folder of "
+                           "models/text_encoders (shown as 'name/'). A plain CLIP vision file (no LLaVA "
+                           "projector) cannot feed the Llama and is refused."}),
+        }}
+
+    RETURN_TYPES = ("HYVIDEO_VISION",)
+    RETURN_NAMES = ("vision",)
+    OUTPUT_TOOLTIPS = ("The vision tower file, for the Text Encoder Loader's vision input.",)
+    FUNCTION = "load"
+    CATEGORY = CATEGORY
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, vision_name):
+        try:
+            vision_path(vision_name)
+        except Exception as error:  # noqa: BLE001 - the message is the answer
+            return str(error)
+        return True
+
+    @classmethod
+    def IS_CHANGED(cls, vision_name):
+        return vision_name if vision_name.endswith("/") else file_stamp("clip_vision", vision_name)
+
+    def load(self, vision_name):
+        path = vision_path(vision_name)
+        return {"ui": {"text": [f"vision tower: {path}"]}, "result": (HyVideoVision(path, vision_name),)}
 
 
 NODE_CLASS_MAPPINGS = {
     "HyVideoModelLoader": HyVideoModelLoader,
     "HyVideoVAELoader": HyVideoVAELoader,
     "HyVideoTextEncoderLoader": HyVideoTextEncoderLoader,
+    "HyVideoVisionLoader": HyVideoVisionLoader,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "HyVideoModelLoader": "HunyuanVideo Model Loader",
     "HyVideoVAELoader": "HunyuanVideo VAE Loader",
     "HyVideoTextEncoderLoader": "HunyuanVideo Text Encoder Loader",
+    "HyVideoVisionLoader": "HunyuanVideo Vision Tower Loader",
 }

@@ -48,3 +48,11 @@ class HyVideoVAE:
     @property
     def dtype(self) -> torch.dtype:
         return self.vae.dtype
+
+
+@dataclass(frozen=True)
+class HyVideoVision:
+    """The LLaVA vision tower the Text Encoder Loader loads with the Llama (image to video)."""
+
+    path: str                   # clip_vision/llava_llama3_vision.safetensors or a LLaVA folder
+    name: str                   # as picked in the node

@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import dataclasses
 
+from hyvideo_core.errors import InvalidInputError
 from hyvideo_core.run import MAX_FRAMES, MAX_SEED, MAX_SIZE, MAX_STEPS, check_size, sample_video
 from hyvideo_core.run.choices import CFG_MODES, DEFAULTS, SOLVER_NAMES
 from hyvideo_core.sampling import SamplingHooks, SamplingOptions, plan_from_latent, plan_latent
 
 from .host import host
 from .loaders import check_inputs
+from .vae import DROP_FRAMES_KEY          # LATENT key: leading decoded frames HunyuanVideo VAE Decode drops
+
+I2V_CONCAT_CHANNELS = 33                  # HunyuanVideo-I2V v1 (latent_concat): noise 16 + image 16 + mask 1
 
 
 def sampling_hooks(total: int, node_id: str | None) -> SamplingHooks:
@@ -77,17 +81,25 @@ class HyVideoSampler:
                                                      "Enhance-A-Video (all off unless set there)."}),
             "context": ("HYVIDEO_CONTEXT", {"tooltip": "From HunyuanVideo Context Windows: long videos sampled "
                                                        "in overlapping windows (no effect when the video fits one)."}),
+            "image_cond": ("HYVIDEO_IMAGE_COND", {
+                "tooltip": "From HunyuanVideo I2V Encode, with an image-to-video model: the video starts from that "
+                           "image; its size replaces width/height (frames stays). Shift 7 for stability, 17 for "
+                           "dynamic."}),
         }, "hidden": {"unique_id": "UNIQUE_ID"}}
 
     RETURN_TYPES = ("LATENT",)
     RETURN_NAMES = ("samples",)
-    OUTPUT_TOOLTIPS = ("The video latent (raw VAE latents, ComfyUI's HunyuanVideo LATENT).",)
+    OUTPUT_TOOLTIPS = ("The video latent (raw VAE latents, ComfyUI's HunyuanVideo LATENT). With the v1 concat I2V "
+                       "model it also says to drop the first 4 decoded frames (hyvideo_drop_frames), which the "
+                       "HunyuanVideo VAE Decode does and ComfyUI's native VAE Decode ignores.",)
     FUNCTION = "sample"
     CATEGORY = "HunyuanVideo/sampling"
 
     def sample(self, model, embeds, width, height, frames, steps, shift, embedded_guidance, true_cfg_scale, cfg_mode,
-               seed, denoise, solver, samples=None, cache=None, keyframes=None, unique_id=None, extras=None, context=None):
+               seed, denoise, solver, samples=None, cache=None, keyframes=None, unique_id=None, extras=None, context=None,
+               image_cond=None):
         check_inputs(solver=(solver, SOLVER_NAMES), cfg_mode=(cfg_mode, CFG_MODES))
+        check_image_cond(model, image_cond, keyframes)
         options = SamplingOptions(steps=steps, shift=shift, solver=solver, seed=seed,
                                   embedded_guidance=embedded_guidance, cfg_scale=true_cfg_scale, cfg_mode=cfg_mode,
                                   denoise=denoise)
@@ -96,17 +108,18 @@ class HyVideoSampler:
         if context is not None:
             options = dataclasses.replace(options, context=context)
         init = None if samples is None else samples["samples"]
-        size, notes = self._size(width, height, frames, init, keyframes)
+        size, notes = self._size(width, height, frames, init, keyframes, image_cond)
         unused = sorted(set(samples or {}) - {"samples"})
         if unused:
             notes.append(f"the samples input's {unused} (e.g. a noise mask) are not used by this sampler")
         size = None if init is not None else size
         run = sample_video if model.parallel is None else model.parallel.sample   # one video, several devices
+        image = {} if image_cond is None else {"image": image_cond}
         with host.interruptible():
             outcome = run(model.loaded, embeds, options, size=size, init_latent=init,
                           keyframe_latent=None if keyframes is None else keyframes.latent, loras=model.loras,
                           cache=cache, hooks=sampling_hooks(steps, unique_id), swap=model.swap,
-                          budget_gb=model.budget_gb, host=host)
+                          budget_gb=model.budget_gb, host=host, **image)
         result = outcome.result
         notes += outcome.notes
         plan = result.plan
@@ -114,17 +127,31 @@ class HyVideoSampler:
                         f"{result.forwards} model calls")
         if context is not None:
             notes.insert(1, context.describe(result.latent.shape[2]))
-        return {"ui": {"text": notes}, "result": ({"samples": result.latent.cpu()},)}
+        latent = {"samples": result.latent.cpu()}
+        drop = result.drop_leading_frames
+        if drop:
+            latent[DROP_FRAMES_KEY] = drop
+            notes.append(f"the LATENT carries {DROP_FRAMES_KEY}={drop}: HunyuanVideo VAE Decode drops those frames, "
+                         "ComfyUI's native VAE Decode keeps them")
+        return {"ui": {"text": notes}, "result": (latent,)}
 
     @staticmethod
-    def _size(width, height, frames, init, keyframes) -> tuple[tuple[int, int, int], list[str]]:
-        """The video size: from the samples latent, else the keyframes, else the widgets (snapped)."""
+    def _size(width, height, frames, init, keyframes, image_cond=None) -> tuple[tuple[int, int, int], list[str]]:
+        """The video size: from the samples latent, else the keyframes, else the image (and the frames
+        widget), else the widgets (snapped)."""
         if init is not None:
             plan = plan_from_latent(tuple(init.shape))
             source = "the samples input"
         elif keyframes is not None:
             plan = plan_latent(keyframes.width, keyframes.height, keyframes.frames)
             source = "the keyframes"
+        elif image_cond is not None:   # the image's size, the frames widget (snapped and reported)
+            plan = check_size(image_cond.width, image_cond.height, frames, ("width", "height", "frames"))
+            notes = list(plan.adjustments)
+            if (plan.width, plan.height) != (width, height):
+                notes.append(f"size {plan.width}x{plan.height} taken from image_cond; the width/height widgets "
+                             f"({width}x{height}) are not used")
+            return (plan.width, plan.height, plan.frames), notes
         else:
             plan = check_size(width, height, frames, ("width", "height", "frames"))
             return (plan.width, plan.height, plan.frames), list(plan.adjustments)
@@ -133,6 +160,20 @@ class HyVideoSampler:
             notes.append(f"size {plan.width}x{plan.height}x{plan.frames} taken from {source}; the width/height/"
                          f"frames widgets ({width}x{height}x{frames}) are not used")
         return (plan.width, plan.height, plan.frames), notes
+
+
+def check_image_cond(model, image_cond, keyframes) -> None:
+    """Refuse before anything runs: an I2V-only model without image_cond, or image_cond with keyframes."""
+    in_channels = model.transformer.config.in_channels
+    if image_cond is None and in_channels == I2V_CONCAT_CHANNELS:
+        raise InvalidInputError(
+            f"image_cond: this model takes {in_channels} input channels (HunyuanVideo-I2V v1 concat): it only makes "
+            "videos from an image. Connect a HunyuanVideo I2V Encode to the sampler's image_cond input, or load a "
+            "text-to-video model.")
+    if image_cond is not None and keyframes is not None:
+        raise InvalidInputError(
+            "image_cond and keyframes: give one of them. keyframes drive the keyframe LoRA (first/last frame), "
+            "image_cond an image-to-video model (first frame); disconnect the one you do not use.")
 
 
 NODE_CLASS_MAPPINGS = {"HyVideoSampler": HyVideoSampler}

@@ -93,7 +93,20 @@ class HyVideoConditioningToEmbeds:
     def convert(self, positive, negative=None):
         # The width is checked against the DiT by the sampler, which knows the model.
         embeds = conditioning_to_embeds(positive, negative, text_dim=None)
-        return {"ui": {"text": embeds_report(embeds)}, "result": (embeds,)}
+        return {"ui": {"text": [*embeds_report(embeds), *native_image_note(positive)]}, "result": (embeds,)}
+
+
+NATIVE_I2V_KEYS = ("concat_latent_image", "concat_mask", "guiding_frame_index", "ref_latent")
+
+
+def native_image_note(conditioning) -> list[str]:
+    """ComfyUI's HunyuanImageToVideo puts the image in the CONDITIONING; the embeds carry text only."""
+    found = sorted({key for entry in conditioning if isinstance(entry, (list, tuple)) and len(entry) > 1
+                    and isinstance(entry[1], dict) for key in entry[1] if key in NATIVE_I2V_KEYS})
+    if not found:
+        return []
+    return [f"the native image-to-video keys {found} (HunyuanImageToVideo) are not used: encode the image with "
+            "HunyuanVideo I2V Encode and connect it to the sampler's image_cond"]
 
 
 class HyVideoEmbedsToConditioning:

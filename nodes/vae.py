@@ -11,6 +11,7 @@ from hyvideo_core.vae import TileSpec, images_to_video, trim_to_valid_frames, vi
 from .host import host
 
 CATEGORY = "HunyuanVideo/vae"
+DROP_FRAMES_KEY = "hyvideo_drop_frames"   # set by the sampler (nodes/sampling.py) for the v1 concat I2V model
 SIZE_MULTIPLE = 16   # the DiT's 2x2 patches on latents of 1/8 size
 
 
@@ -44,7 +45,9 @@ class HyVideoVAEDecode:
     def INPUT_TYPES(cls):
         return {"required": {
             "vae": ("HYVIDEO_VAE", {"tooltip": "From the HunyuanVideo VAE Loader."}),
-            "samples": ("LATENT", {"tooltip": "Video latent from the sampler (or a native HunyuanVideo LATENT)."}),
+            "samples": ("LATENT", {"tooltip": "Video latent from the sampler (or a native HunyuanVideo LATENT). When it "
+                                              "says so (hyvideo_drop_frames, v1 concat image to video), the first "
+                                              "decoded frames are dropped."}),
             "tiling": (["auto", "off", "custom"], {
                 "default": "auto",
                 "tooltip": "auto: tile sizes chosen from the free memory; off: one pass (exact, most memory); "
@@ -72,10 +75,23 @@ class HyVideoVAEDecode:
         with host.interruptible():
             outcome = decode_latent(vae.vae, samples["samples"], tiles, main=vae.main, offload=vae.offload,
                                     progress=tile_progress(), host=host)
-        images = video_to_images(outcome.video)
-        del outcome.video
+        video, notes = drop_leading_frames(outcome.video, samples.get(DROP_FRAMES_KEY, 0))
+        images = video_to_images(video)
+        del outcome.video, video
         text = f"{images.shape[0]} frames of {images.shape[2]}x{images.shape[1]}, {outcome.description}"
-        return {"ui": {"text": [text]}, "result": (images,)}
+        return {"ui": {"text": [text, *notes]}, "result": (images,)}
+
+
+def drop_leading_frames(video, drop):
+    """[B, 3, F, H, W] without its first `drop` frames (the sampler's LATENT says how many: the v1 concat
+    I2V model's reference drops 4); (video, notes)."""
+    drop = int(drop or 0)
+    if drop <= 0:
+        return video, []
+    if drop >= video.shape[2]:
+        return video, [f"{DROP_FRAMES_KEY}={drop}, but only {video.shape[2]} frames were decoded: none dropped"]
+    return video[:, :, drop:], [f"dropped the first {drop} decoded frames ({DROP_FRAMES_KEY}, as the reference does "
+                                "for the v1 concat image-to-video model)"]
 
 
 class HyVideoVAEEncode:

@@ -92,7 +92,7 @@ def prepare_root(root: Path, extra_custom_nodes: dict[str, str] | None = None) -
         (root / "custom_nodes" / name).write_text(source)
     yaml = root / "extra_model_paths.yaml"
     yaml.write_text(f"hyvideo_tests:\n    base_path: {root / 'models'}\n    diffusion_models: diffusion_models\n"
-                    f"    text_encoders: text_encoders\n    vae: vae\n    loras: loras\n"
+                    f"    text_encoders: text_encoders\n    vae: vae\n    loras: loras\n    clip_vision: clip_vision\n"
                     f"    custom_nodes: {root / 'custom_nodes'}\n")
     return yaml
 

@@ -100,3 +100,35 @@ def sampled(result, node_id: str = SAMPLER):
 
 def ui_text(result, node_id: str) -> str:
     return "\n".join(result.outputs.get(node_id, {}).get("text", []))
+
+
+# -- image to video (HunyuanVideo-I2V) ---------------------------------------------------------
+I2V_DIT = "hunyuan_video_v2_replace_image_to_video_720p_bf16.safetensors"      # 16 ch, token_replace
+I2V_CONCAT_DIT = "hunyuan_video_image_to_video_720p_bf16.safetensors"          # 33 ch, latent_concat
+VISION = "llava_llama3_vision.safetensors"
+I2V_FILES = (I2V_DIT, I2V_CONCAT_DIT, VISION)
+I2V_ENCODE, VISION_LOADER, IMAGE = "40", "41", "42"
+
+
+def i2v_runner(tmp_path: Path, cache_dir: Path | None = None, **kwargs):
+    """tiny_runner plus the I2V files (both DiTs and the vision tower) under their public names."""
+    runner, folders = tiny_runner(tmp_path, cache_dir, **kwargs)
+    write_models(folders["models"], I2V_FILES, cache_dir=cache_dir)
+    return runner, folders
+
+
+def i2v_prompt(*, image: str = "first.png", mode: str = "auto", stability: bool = True, model: str = I2V_DIT,
+               width: int = 32, height: int = 32, interleave: int = 4,
+               prompt_text: str = "a red fox runs off", **t2v) -> dict:
+    """t2v_prompt with the image: Load Image -> I2V Encode -> sampler image_cond; Vision Tower Loader ->
+    Text Encoder Loader's vision; I2V Text Encode in place of Text Encode."""
+    prompt = t2v_prompt(model=model, width=width, height=height, **t2v)
+    prompt[VISION_LOADER] = node("HyVideoVisionLoader", vision_name=VISION)
+    prompt["2"]["inputs"]["vision"] = [VISION_LOADER, 0]
+    prompt[IMAGE] = node("HyVideoLoadImage", image=image)
+    prompt["3"] = node("HyVideoI2VTextEncode", text_encoder=["2", 0], image=[IMAGE, 0], prompt=prompt_text,
+                       negative_prompt="", image_interleave=interleave, template="video")
+    prompt[I2V_ENCODE] = node("HyVideoI2VEncode", vae=["5", 0], image=[IMAGE, 0], width=width, height=height,
+                              mode=mode, stability=stability)
+    prompt[SAMPLER]["inputs"]["image_cond"] = [I2V_ENCODE, 0]
+    return prompt

@@ -60,7 +60,7 @@ def test_reference_config_dict_accepted_as_is(golden_dit_config):
     assert model.config.rope_dims == (8, 12, 12) and model.compute_dtype == torch.float32
 
 
-@pytest.mark.parametrize("channels,variant", [(16, "t2v"), (32, "keyframe"), (33, "i2v")])
+@pytest.mark.parametrize("channels,variant", [(16, "t2v"), (32, "keyframe_or_skyreels"), (33, "i2v_concat")])
 def test_variant_detected_from_patch_embed_shape(official, channels, variant):
     sd = dict(official)
     w = sd["img_in.proj.weight"]

@@ -56,7 +56,7 @@ def test_widened_embed_with_zero_extra_channels_is_the_16_channel_model():
     with torch.no_grad():
         base = model(x, *rest)
         assert widen_patch_embed(model, 32) == (16, 32)
-        assert model.config.in_channels == 32 and model.config.variant == "keyframe"
+        assert model.config.in_channels == 32 and model.config.variant == "keyframe_or_skyreels"
         assert torch.equal(model.img_in.proj.weight[:, :16], hyvideo_core.load_transformer(
             golden_path("dit", "weights.safetensors"), config="tiny").img_in.proj.weight)
         assert model.img_in.proj.weight[:, 16:].abs().max() == 0

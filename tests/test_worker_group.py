@@ -64,6 +64,18 @@ def one_process(dit, loras=()):
     return sample_video(dit, EMBEDS, OPTIONS, size=SIZE, loras=loras, cache=CACHE.build(), host=LocalHost(CPU))
 
 
+def test_image_to_video_on_two_ranks_equals_one_process(dit, group):
+    """token_replace (the 16-channel I2V): frame 0 stays the image latent on every rank's view."""
+    from hyvideo_core.conditioning import ImageConditioning
+    image = ImageConditioning(torch.randn(1, 16, 1, 4, 4, generator=torch.Generator().manual_seed(9)),
+                              "token_replace", True, SIZE[0], SIZE[1])
+    options = SamplingOptions(steps=4, seed=7)
+    alone = sample_video(dit, EMBEDS, options, size=SIZE, host=LocalHost(CPU), image=image)
+    together = group.sample(dit, EMBEDS, options, size=SIZE, host=LocalHost(CPU), image=image)
+    assert (together.result.latent - alone.result.latent).abs().max() < 1e-4
+    assert torch.equal(together.result.latent[:, :, :1], image.latent)
+
+
 def test_the_group_equals_one_process_and_is_reused(dit, files, group):
     alone = one_process(dit)
     pids = list(group.pids)

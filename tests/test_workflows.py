@@ -20,7 +20,7 @@ OUTPUT_KEYS = ("videos", "images", "gifs")
 NATIVE = {"hunyuan_video_native_sampler", "hunyuan_video_native_context_windows"}
 EXPECTED = {"hunyuan_video_t2v_80gb", "hunyuan_video_t2v_24gb", "hunyuan_video_t2v_gguf", "hunyuan_video_lora",
             "hunyuan_video_keyframe", "hunyuan_video_v2v", "hunyuan_video_t2v_2gpu",
-            "hunyuan_video_long_257", *NATIVE}
+            "hunyuan_video_long_257", "hunyuan_video_i2v_720p_24gb", *NATIVE}
 
 
 def pack_only(paths: list[Path]) -> list[Path]:

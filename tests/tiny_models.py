@@ -78,10 +78,11 @@ def _text_builders():
 
 
 def write_tokenizers(folder: Path) -> Path:
-    """The tiny Llama and CLIP tokenizers in `folder`/llama_tokenizer and `folder`/clip_tokenizer."""
+    """The tiny Llama and CLIP tokenizers in `folder`/llama_tokenizer and `folder`/clip_tokenizer.
+    The Llama one is Llama-3-like enough for image to video too (save_i2v_llama_tokenizer)."""
     text = _text_builders()
     if not (folder / "llama_tokenizer" / "tokenizer.json").is_file():
-        text.save_llama_tokenizer(folder / "llama_tokenizer")
+        save_i2v_llama_tokenizer(folder / "llama_tokenizer")
     if not (folder / "clip_tokenizer" / "tokenizer.json").is_file():
         text.save_clip_tokenizer(folder / "clip_tokenizer")
     return folder
@@ -287,3 +288,52 @@ def write_inputs(input_dir: Path, names) -> dict[str, Path]:
         target = Path(input_dir) / name
         written[name] = writer(target, seed=seed) if writer is write_image else writer(target)
     return written
+
+
+# -- image to video (HunyuanVideo-I2V) ----------------------------------------------------------
+def _i2v_builders():
+    try:
+        import test_text_i2v  # the I2V text tests' builders (tiny LLaVA, Llama-3-like tokenizer)
+    except ImportError as error:
+        raise RuntimeError("tiny I2V files need tests/test_text_i2v.py (the I2V text tests' builders)") from error
+    return test_text_i2v
+
+
+def save_i2v_llama_tokenizer(folder: Path) -> Path:
+    """The tiny Llama tokenizer of every single-file Llama here (ComfyUI's llama_tokenizer serves T2V
+    and I2V alike): Llama-3's pre-tokenizer ("\\n\\n" is one token) and an `<image>` token."""
+    return _i2v_builders().save_i2v_tokenizer(Path(folder))
+
+
+def write_vision(path: Path) -> Path:
+    """A tiny LLaVA vision tower in ComfyUI's clip_vision/llava_llama3_vision.safetensors layout
+    (vision_model.* + multi_modal_projector.*, no config): 28 px images in 7 px patches, one head
+    (the loader reads hidden / 64 heads, at least one), projected to the tiny Llama's width 64."""
+    i2v = _i2v_builders()
+    model = i2v.tiny_llava(image_id=0)  # the id lives in the tokenizer; this file has no config
+    state = i2v.comfy_vision_state(i2v.xtuner_state(model))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.to(torch.float16).contiguous() for k, v in state.items()}, str(path))
+    return path
+
+
+def write_dit_i2v_concat(path: Path, dtype: torch.dtype = torch.bfloat16) -> Path:
+    """HunyuanVideo-I2V's first release (latent_concat) from the golden DiT: a 33-channel patch embed
+    (noise 16 + image latent 16 + mask 1) and no guidance_in, as the public v1 concat file."""
+    state = {k: v for k, v in golden_dit_state().items() if not k.startswith("guidance_in.")}
+    weight = state["img_in.proj.weight"]
+    g = torch.Generator().manual_seed(5)
+    extra = torch.randn(weight.shape[0], 33 - weight.shape[1], *weight.shape[2:], generator=g) * weight.std()
+    state["img_in.proj.weight"] = torch.cat([weight, extra.to(weight.dtype)], dim=1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.to(dtype).contiguous() for k, v in state.items()}, str(path))
+    return path
+
+
+PUBLIC_FILES.update({
+    # v2 replace (token_replace) has the T2V file's shapes: the golden DiT under its name.
+    "hunyuan_video_v2_replace_image_to_video_720p_bf16.safetensors": ("diffusion_models", write_dit),
+    "hunyuan_video_image_to_video_720p_bf16.safetensors": ("diffusion_models", write_dit_i2v_concat),
+    "llava_llama3_vision.safetensors": ("clip_vision", write_vision),
+})
+KIND_SUBFOLDER["clip_vision"] = "clip_vision"

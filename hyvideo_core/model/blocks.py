@@ -11,9 +11,18 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .attention import TokenLayout
-from .layers import (Modulation, TimestepEmbedder, feed_forward, gated_add, gelu_tanh, modulate,
+from .layers import (Leading, Modulation, TimestepEmbedder, feed_forward, gated_add, gelu_tanh, modulate,
                      text_projection)
 from .rope import rope_joint
+
+
+@dataclass(frozen=True)
+class FirstTokens:
+    """The leading image tokens of this forward's sequence that have their own conditioning
+    vector (token_replace: latent frame 0; on a sequence-parallel rank, the part it holds)."""
+
+    vec: torch.Tensor            # [B, hidden]
+    count: int                   # >= 1 leading image tokens of this (local) sequence
 
 
 @dataclass
@@ -24,6 +33,15 @@ class BlockContext:
     rope: torch.Tensor           # complex rotation [N_img, 1, head_dim/2] (rope.rope_freqs)
     layout: TokenLayout          # which joint tokens are real
     attention: object            # backend: (q, k, v, layout) -> [B, L, hidden]
+    first_tokens: FirstTokens | None = None   # None: every token uses `vec`
+
+    @property
+    def image_vec(self) -> "torch.Tensor | Leading":
+        """The conditioning of the image stream (in single blocks: of the joint sequence, which
+        starts with the image tokens); text tokens and the final layer always use `vec`."""
+        if self.first_tokens is None:
+            return self.vec
+        return Leading(self.first_tokens.vec, self.vec, self.first_tokens.count)
 
 
 def split_heads(qkv: torch.Tensor, heads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -94,7 +112,7 @@ class DoubleBlock(nn.Module):
             self.add_module(f"{s}_attn_proj", ops.Linear(hidden, hidden, **kw))
             self.add_module(f"{s}_mlp", feed_forward(hidden, mlp_hidden, gelu_tanh(), ops, **kw))
 
-    def modulated_image_input(self, img: torch.Tensor, vec: torch.Tensor) -> torch.Tensor:
+    def modulated_image_input(self, img: torch.Tensor, vec: "torch.Tensor | Leading") -> torch.Tensor:
         """LN(img)*(1+scale1)+shift1: the TeaCache indicator (SPEC 6)."""
         shift, scale = self.img_mod(vec)[:2]
         return modulate(img, shift, scale)
@@ -104,7 +122,7 @@ class DoubleBlock(nn.Module):
         return getattr(self, f"{s}_attn_q_norm")(q), getattr(self, f"{s}_attn_k_norm")(k), v
 
     def forward(self, img: torch.Tensor, txt: torch.Tensor, ctx: BlockContext):
-        i_sh1, i_sc1, i_g1, i_sh2, i_sc2, i_g2 = self.img_mod(ctx.vec)
+        i_sh1, i_sc1, i_g1, i_sh2, i_sc2, i_g2 = self.img_mod(ctx.image_vec)
         t_sh1, t_sc1, t_g1, t_sh2, t_sc2, t_g2 = self.txt_mod(ctx.vec)
         iq, ik, iv = self._qkv("img", img, i_sh1, i_sc1)
         tq, tk, tv = self._qkv("txt", txt, t_sh1, t_sc1)
@@ -137,7 +155,7 @@ class SingleBlock(nn.Module):
         self.mlp_act = gelu_tanh()
 
     def forward(self, x: torch.Tensor, n_img: int, ctx: BlockContext) -> torch.Tensor:
-        shift, scale, gate = self.modulation(ctx.vec)
+        shift, scale, gate = self.modulation(ctx.image_vec)
         qkv, mlp = self.linear1(modulate(x, shift, scale)).split([3 * self.hidden, self.mlp_hidden], dim=-1)
         q, k, v = split_heads(qkv, self.heads)
         q, k = self.q_norm(q), self.k_norm(k)

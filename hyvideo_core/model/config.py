@@ -147,8 +147,20 @@ def infer_from_shapes(shapes: Mapping[str, tuple[int, ...]], base: DiTConfig | N
     )
 
 
-# Input channels of the patch embed tell the model variant (never the file name).
-VARIANTS = {16: "t2v", 32: "keyframe", 33: "i2v"}
+# Input channels of the patch embed tell the model variant (never the file name), SPEC_NEXT 2.1.
+# - 16 "t2v": text-to-video. The current HunyuanVideo-I2V (token_replace) has the same shapes, so
+#   it reads as "t2v" too; a run selects token_replace with model.image_condition = TokenReplace().
+# - 32 "keyframe_or_skyreels": one architecture, two models that the shapes cannot tell apart.
+#   It is T2V widened by the keyframe LoRA (model.widen / apply_loras), or SkyReels-V1-Hunyuan-I2V.
+# - 33 "i2v_concat": HunyuanVideo-I2V's first release (latent_concat, no guidance_in).
+VARIANTS = {16: "t2v", 32: "keyframe_or_skyreels", 33: "i2v_concat"}
+
+# What `x` carries on the channel axis, for each widened variant (error messages, docs).
+VARIANT_INPUTS = {
+    32: "the noisy latent (16) then a 16-channel conditioning latent: the keyframe video's latent, or for "
+        "SkyReels I2V the image latent in frame 0 and zeros after",
+    33: "the noisy latent (16), the image latent (16: frame 0, zeros after) and a mask (1: ones on frame 0)",
+}
 
 
 def _default_rope_dims(head_dim: int) -> tuple[int, int, int]:

@@ -1,7 +1,14 @@
-"""Small building blocks of the DiT: embedders, MLPs, modulation helpers."""
+"""Small building blocks of the DiT: embedders, MLPs, modulation helpers.
+
+Modulation can differ per token (token_replace, image_condition.py): a `Leading` value holds one
+tensor for the first `count` tokens of the sequence and another for the rest. `Modulation`,
+`modulate` and `gated_add` take either a plain tensor or a `Leading`, so a block is the same code
+for both; the plain-tensor path is unchanged.
+"""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -70,8 +77,22 @@ class Modulation(nn.Module):
         self.n = n
         self.linear = ops.Linear(hidden, n * hidden, **kw)
 
-    def forward(self, vec: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, vec: "torch.Tensor | Leading") -> list:
+        if isinstance(vec, Leading):  # both vectors through the one linear, then split again
+            batch = vec.first.shape[0]
+            both = self.linear(F.silu(torch.cat([vec.first, vec.rest]))).unsqueeze(1).chunk(self.n, dim=-1)
+            return [Leading(c[:batch], c[batch:], vec.count) for c in both]
         return self.linear(F.silu(vec)).unsqueeze(1).chunk(self.n, dim=-1)
+
+
+@dataclass(frozen=True)
+class Leading:
+    """A per-token value: `first` for tokens [0, count) of the sequence, `rest` for the others.
+    Each broadcasts like the plain tensor it stands for ([B, hidden] or [B, 1, hidden])."""
+
+    first: torch.Tensor
+    rest: torch.Tensor
+    count: int
 
 
 def layer_norm(x: torch.Tensor) -> torch.Tensor:
@@ -79,13 +100,21 @@ def layer_norm(x: torch.Tensor) -> torch.Tensor:
     return F.layer_norm(x, (x.shape[-1],), eps=1e-6)
 
 
-def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """LN(x) * (1 + scale) + shift."""
+def modulate(x: torch.Tensor, shift, scale) -> torch.Tensor:
+    """LN(x) * (1 + scale) + shift (shift/scale: tensors or `Leading` pairs)."""
+    if isinstance(shift, Leading):
+        n = shift.count
+        return torch.cat([modulate(x[:, :n], shift.first, scale.first),
+                          modulate(x[:, n:], shift.rest, scale.rest)], dim=1)
     if shift.shape[0] == 1:  # one sample: LayerNorm's own affine does it in a single pass
         return F.layer_norm(x, (x.shape[-1],), (1 + scale).flatten(), shift.flatten(), eps=1e-6)
     return torch.addcmul(shift, layer_norm(x), 1 + scale)
 
 
-def gated_add(x: torch.Tensor, gate: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """x + gate * y."""
+def gated_add(x: torch.Tensor, gate, y: torch.Tensor) -> torch.Tensor:
+    """x + gate * y (gate: a tensor or a `Leading` pair)."""
+    if isinstance(gate, Leading):
+        n = gate.count
+        return torch.cat([torch.addcmul(x[:, :n], gate.first, y[:, :n]),
+                          torch.addcmul(x[:, n:], gate.rest, y[:, n:])], dim=1)
     return torch.addcmul(x, gate, y)

@@ -10,19 +10,33 @@ Speed features are policies set from outside, never flags inside the blocks:
   the token sequence (sequence parallelism, hyvideo_core.parallel; the default does nothing);
 - `rope_options`: RoPE frequency options for a run (rope.RopeOptions: RIFLEx), read when the
   freqs of the whole sequence are built (before any parallel split);
+- `image_condition`: how the DiT itself conditions on an image for a run (image_condition.py,
+  exported by hyvideo_core.model). The default `ImageCondition()` changes nothing.
+  `TokenReplace()` is HunyuanVideo-I2V's token_replace (16 channels, the T2V file's shapes): the
+  image tokens of latent frame 0 are modulated with time_in(0) + vector_in(pooled), without
+  guidance, in every double and single block. Text tokens and the final layer keep the normal
+  vec. The blocks see it only through `BlockContext.first_tokens` (Leading pairs of modulation
+  tensors, layers.py). Under sequence parallelism each rank applies it to the frame-0 tokens of
+  its own shard. The sampling loop installs it for a run and puts the default back after; it
+  also keeps latent frame 0 clean (SPEC_NEXT 2.3).
+- I2V by input channels (config.VARIANTS): "i2v_concat" (33 = noise + image latent + mask, no
+  guidance_in) and "keyframe_or_skyreels" (32 = noise + a 16-channel conditioning latent: the
+  keyframe LoRA's widened model and SkyReels-V1 I2V, the same architecture) need no option. The
+  caller concatenates the channels, and `x` must carry all of them.
 - layer `codec` / `adapters` (see ops.py) for fp8, GGUF and runtime LoRA.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
 
 from ..errors import InvalidInputError
 from .attention import SDPA, TokenLayout
-from .blocks import BlockContext, DoubleBlock, FinalLayer, SingleBlock, TokenRefiner
-from .config import DiTConfig
+from .blocks import BlockContext, DoubleBlock, FinalLayer, FirstTokens, SingleBlock, TokenRefiner
+from .config import VARIANT_INPUTS, VARIANTS, DiTConfig
+from .image_condition import ImageCondition
 from .layers import TimestepEmbedder, vector_embedder
 from .ops import default_ops
 from .rope import RopeOptions, rope_freqs
@@ -91,6 +105,7 @@ class HunyuanVideoTransformer(nn.Module):
         self.placement = StayInPlace()
         self.parallel = Unsplit()
         self.rope_options = RopeOptions()
+        self.image_condition = ImageCondition()
         self.compute_dtype = dtype or torch.float32
 
     # -- public call -----------------------------------------------------------------------
@@ -115,7 +130,8 @@ class HunyuanVideoTransformer(nn.Module):
         batch = x.shape[0]
         t = _per_sample(timestep, batch, x.device, "timestep")
         text_states, text_mask = _trim_padding(text_states, text_mask)
-        vec = self.time_in(t, dtype) + self.vector_in(text_states_2.to(dtype))
+        pooled = self.vector_in(text_states_2.to(dtype))
+        vec = self.time_in(t, dtype) + pooled
         if self.config.guidance_embed:
             vec = vec + self.guidance_in(_per_sample(guidance, batch, x.device, "guidance"), dtype)
         img = self.img_in(x.to(dtype))
@@ -124,7 +140,9 @@ class HunyuanVideoTransformer(nn.Module):
         rope = rope_freqs(grid, self.config.rope_dims, self.config.rope_theta, x.device,
                           riflex_index=self.rope_options.riflex_index)
         layout = TokenLayout.build(img.shape[1], text_mask)
-        return self.parallel.split(Embedded(img, txt, BlockContext(vec, rope, layout, self.attention), grid))
+        first = self._image_condition().first_tokens(self, grid, pooled, dtype)
+        e = self.parallel.split(Embedded(img, txt, BlockContext(vec, rope, layout, self.attention), grid))
+        return e if first is None else self._with_first_tokens(e, first, img.shape[1])
 
     def run_blocks(self, img, txt, ctx: BlockContext, start: int = 0, stop: int | None = None):
         """Run blocks [start, stop) of the double+single sequence; returns (img, txt)."""
@@ -146,7 +164,7 @@ class HunyuanVideoTransformer(nn.Module):
         block = self.double_blocks[0]
         self.placement.enter(block)
         try:
-            return block.modulated_image_input(e.img, e.ctx.vec)
+            return block.modulated_image_input(e.img, e.ctx.image_vec)
         finally:
             self.placement.exit(block)
 
@@ -159,6 +177,41 @@ class HunyuanVideoTransformer(nn.Module):
             return block(*args)
         finally:
             self.placement.exit(block)
+
+    # -- image conditioning (token_replace) ------------------------------------------------
+    def _image_condition(self) -> ImageCondition:
+        condition = self.image_condition
+        if not isinstance(condition, ImageCondition):
+            raise InvalidInputError(
+                f"model.image_condition: expected ImageCondition() (off) or TokenReplace() from "
+                f"hyvideo_core.model, got {type(condition).__name__}.")
+        return condition
+
+    def _with_first_tokens(self, e: Embedded, first: FirstTokens, tokens: int) -> Embedded:
+        """Give the blocks the leading tokens' vector, counted in this rank's image shard.
+
+        The first `first.count` tokens of the whole sequence are a prefix, so on a rank that
+        holds tokens [start, start + local) they are its first max(0, count - start) ones."""
+        local = e.img.shape[1]
+        count = max(0, min(local, first.count - self._shard_start(tokens, local)))
+        if count == 0:          # this rank holds no frame-0 token: the plain modulation
+            return e
+        return replace(e, ctx=replace(e.ctx, first_tokens=replace(first, count=count)))
+
+    def _shard_start(self, tokens: int, local: int) -> int:
+        """Where this rank's image tokens start in the whole sequence. The parallel policy keeps
+        consecutive shards of `local` tokens, and sequence-parallel rank s starts at s * local
+        (parallel/policy.py `split`)."""
+        groups = getattr(self.parallel, "groups", None)
+        if groups is None:
+            if local != tokens:
+                raise InvalidInputError(
+                    f"model.image_condition={type(self.image_condition).__name__}(): the parallel policy "
+                    f"{type(self.parallel).__name__} split the {tokens} image tokens but does not say which ones "
+                    "this rank holds (no `groups.sp_rank`); use hyvideo_core.parallel.ParallelPolicy or run "
+                    "without image_condition.")
+            return 0
+        return groups.sp_rank * local
 
     # -- shapes ----------------------------------------------------------------------------
     def grid(self, shape) -> tuple[int, int, int]:
@@ -176,7 +229,8 @@ class HunyuanVideoTransformer(nn.Module):
     def _check_inputs(self, x, text_states, text_mask, text_states_2, guidance) -> None:
         c = self.config
         if x.ndim != 5 or x.shape[1] != c.in_channels:
-            hint = " (a keyframe model needs the conditioning latent concatenated)" if c.in_channels == 32 else ""
+            carries = VARIANT_INPUTS.get(c.in_channels)
+            hint = f" (variant {VARIANTS[c.in_channels]}: x carries {carries})" if carries else ""
             raise InvalidInputError(
                 f"DiT input x: expected [B, {c.in_channels}, T, H, W], got {list(x.shape)}{hint}.")
         pt, ph, pw = c.patch_size

@@ -42,6 +42,7 @@ _PUBLIC = {
     "DecodeOutcome": "hyvideo_core.run.stages",
     "sample_video": "hyvideo_core.run.stages",
     "encode_prompts": "hyvideo_core.run.stages",
+    "encode_first_frame": "hyvideo_core.run.stages",
     "decode_latent": "hyvideo_core.run.stages",
     "encode_video": "hyvideo_core.run.stages",
     "vae_visit": "hyvideo_core.run.stages",

@@ -28,6 +28,7 @@ class ModelFiles:
     tokenizer: Path | None = None        # needed for single-file text encoders
     clip_tokenizer: Path | None = None
     loras: tuple[tuple[Path, float], ...] = ()
+    vision: Path | None = None           # image-to-video: the LLaVA vision tower (llava folder or clip_vision file)
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,9 @@ class GenerateSettings:
     device: str = "auto"
     dtype: torch.dtype | None = None     # DiT compute dtype (default bf16 on CUDA, fp32 on CPU)
     parallel: ParallelRequest = ParallelRequest()   # several processes under torchrun
+    image: Path | None = None            # image-to-video: the first frame (png, jpg, webp, ...)
+    i2v_mode: str = "auto"               # conditioning.I2V_MODES; auto: from the DiT's input channels
+    i2v_stability: bool = True           # start from 0.999 noise + 0.001 image latent (shift 7; dynamic: 17)
 
 
 @dataclass

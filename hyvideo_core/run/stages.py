@@ -13,10 +13,14 @@ from typing import Callable, Protocol, Sequence
 
 import torch
 
+from ..conditioning.image import ImageConditioning, check_mode
+from ..conditioning.image import fit_image as fit_first_frame
+from ..errors import InvalidInputError
 from ..runtime.devices import free_bytes, is_cuda, main_device, total_bytes
 from ..runtime.oom import oom_guard
 from ..runtime.placement import Placement
 from ..sampling import SamplingHooks, SamplingOptions, SamplingResult, sample
+from ..sampling.latent_format import LATENT_CHANNELS
 from ..sampling.noise import plan_from_latent
 from .dit import LoadedDiT, RunShape
 from .memory import (PlacementPlan, budget_bytes, check_fits, device_capacity, plan_placement,
@@ -91,10 +95,11 @@ def run_shape(options: SamplingOptions, size: tuple[int, int, int] | None, init_
 def sample_video(dit: LoadedDiT, embeds, options: SamplingOptions, *, size: tuple[int, int, int] | None = None,
                  init_latent=None, keyframe_latent=None, loras=(), cache=None, hooks: SamplingHooks | None = None,
                  swap: SwapRequest = SwapRequest(), budget_gb: float | None = None,
-                 host: RunHost | None = None) -> SampleOutcome:
+                 host: RunHost | None = None, image=None) -> SampleOutcome:
     """LoRAs synced, the request refused when the planner says it cannot fit the device (memory.check_fits),
     the DiT placed for this video, then the one sampling loop under the OOM policy. `cache`: a cache
-    policy or a CacheRequest (built here)."""
+    policy or a CacheRequest (built here). `image`: a conditioning.ImageConditioning (image-to-video);
+    the plan then counts the embeds' real token count (image tokens + text)."""
     host = host or LocalHost(dit.main)
     notes = [text] if (text := dit.sync_loras(tuple(loras))) else []
     shape = run_shape(options, size, init_latent)
@@ -103,7 +108,10 @@ def sample_video(dit: LoadedDiT, embeds, options: SamplingOptions, *, size: tupl
     config = dit.transformer.config
     swap, mode_note = swap_for_memory_mode(swap, host.memory_mode(), config.double_blocks, config.single_blocks)
     notes += [mode_note] if mode_note else []
-    placement = plan_placement(dit.plan_inputs(shape), swap, budget, dit.main)
+    inputs = dit.plan_inputs(shape)
+    if image is not None:
+        inputs = inputs.replace(text_tokens=max(inputs.text_tokens, prompt_tokens(embeds)))
+    placement = plan_placement(inputs, swap, budget, dit.main)
     check_fits(placement, dit.main, device_capacity(dit.main, total))   # refuse before the first step
     notes += [placement.note] if placement.note else []
     host.free_device_memory(placement.plan.peak, dit.main)
@@ -115,20 +123,34 @@ def sample_video(dit: LoadedDiT, embeds, options: SamplingOptions, *, size: tupl
     cache = cache.build() if isinstance(cache, CacheRequest) else cache
     with oom_guard(placement.plan.inputs, stage="sampling", budget=budget, device=dit.main):
         result = sample(dit.transformer, embeds, options, **given, init_latent=init_latent,
-                        keyframe_latent=keyframe_latent, cache=cache, hooks=hooks, device=dit.main)
+                        keyframe_latent=keyframe_latent, cache=cache, hooks=hooks, device=dit.main, image=image)
     notes += list(result.notes)
     if result.cache is not None:
         notes.append(str(result.cache))
     return SampleOutcome(result, placement, notes)
 
 
-def encode_prompts(encoder, prompt: str, negative: str | None, template, host: RunHost | None = None):
-    """Both prompts in one call; the towers visit the main device one at a time."""
+def prompt_tokens(embeds) -> int:
+    """The longest prompt's token count (I2V: image tokens + text), what the DiT's text stream holds."""
+    found = [getattr(getattr(embeds, role, None), "text_states", None) for role in ("positive", "negative")]
+    return max((int(states.shape[1]) for states in found if isinstance(states, torch.Tensor)), default=0)
+
+
+def encode_prompts(encoder, prompt: str, negative: str | None, template, host: RunHost | None = None,
+                   image=None, image_embed_interleave: int = 1):
+    """Both prompts in one call; the towers visit the main device one at a time. `image` (I2V, a
+    PIL image or [3, H, W] in 0..1) needs an encoder with a vision tower; interleave 4 for
+    token_replace, 2 for latent_concat."""
     from ..text.memory import encode_device_bytes
     host = host or LocalHost(encoder.device)
-    host.place_components([encoder.placement("llm"), encoder.placement("clip")],
+    with_vision = image is not None and getattr(encoder, "vision", None) is not None   # else encode() says why
+    towers = ("llm", "clip", "vision") if with_vision else ("llm", "clip")
+    host.place_components([encoder.placement(t) for t in towers],
                           encode_device_bytes(encoder, template=template), encoder.device)
-    return encoder.encode(prompt, negative_prompt=negative, template=template)
+    if image is None:
+        return encoder.encode(prompt, negative_prompt=negative, template=template)
+    return encoder.encode(prompt, negative_prompt=negative, template=template, image=image,
+                          image_embed_interleave=image_embed_interleave)
 
 
 # The one Placement of each VAE module (per devices), so a host can manage it across stages.
@@ -176,3 +198,18 @@ def encode_video(vae, video: torch.Tensor, tiling, *, main: torch.device, offloa
     with vae_visit(vae, main, offload, host):
         posterior = vae.encode(video, tiling=tiling)
         return posterior.mode().float().cpu()
+
+
+def encode_first_frame(vae, image: torch.Tensor, width: int, height: int, mode: str = "auto",
+                       stability: bool = True, *, main, offload, host: RunHost | None = None,
+                       tiling="auto") -> ImageConditioning:
+    """Image to video: the image fitted to width x height (snapped to 16, conditioning.fit_first_frame),
+    VAE-encoded (the posterior's mode) with the VAE visiting `main`; the ImageConditioning the
+    sampler takes."""
+    check_mode(mode)
+    pixels, notes = fit_first_frame(image, width, height)
+    latent = encode_video(vae, pixels, tiling, main=main, offload=offload, host=host)
+    if latent.ndim != 5 or latent.shape[1] != LATENT_CHANNELS or latent.shape[2] != 1:
+        raise InvalidInputError(f"image: the VAE returned a latent {list(latent.shape)} for one frame, expected "
+                                "[1, 16, 1, h, w]; is this the HunyuanVideo VAE?")
+    return ImageConditioning(latent.float().cpu(), mode, stability, pixels.shape[-1], pixels.shape[-2], notes)

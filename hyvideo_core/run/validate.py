@@ -82,6 +82,30 @@ def check_options(settings: GenerateSettings) -> None:
         raise InvalidInputError(f"--prompt: expected text, got {type(settings.prompt).__name__}.")
     if settings.dtype is not None:
         parse_dtype(settings.dtype, "dtype")
+    if settings.image is not None:
+        from ..conditioning.image import check_mode
+        check_mode(settings.i2v_mode, "--i2v-mode")
+        read_image(settings.image)           # a bad path or file is refused before any model loads
+    elif settings.i2v_mode != "auto":
+        raise InvalidInputError(f"--i2v-mode {settings.i2v_mode}: give the first frame with --image.")
+
+
+def read_image(path, parameter: str = "--image"):
+    """An image file -> float tensor [3, H, W] in 0..1 (RGB; alpha dropped)."""
+    import torch
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise InvalidInputError(f"{parameter} {path}: no such file; give an image file (png, jpg, webp, ...).")
+    try:
+        with Image.open(path) as opened:
+            rgb = opened.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise InvalidInputError(f"{parameter} {path}: not a readable image ({exc}); give a png, jpg or webp "
+                                "file.") from None
+    data = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8).view(rgb.height, rgb.width, 3)
+    return data.permute(2, 0, 1).float() / 255.0
 
 
 def check_output(path, crf: int | None = None, parameter: str = "--output") -> Path:
@@ -125,6 +149,9 @@ def check_files(files: ModelFiles) -> tuple[SniffedFile, ...]:
                sniff_model_file(files.vae, "vae", parameter="--vae"),
                sniff_model_file(files.llm, "llm", parameter="--llm"),
                sniff_model_file(files.clip, "clip", parameter="--clip")]
+    if files.vision is not None and not Path(files.vision).exists():
+        raise InvalidInputError(f"--vision {files.vision}: no such file or folder (the llava-llama-3-8b-v1_1-"
+                                "transformers folder, or ComfyUI's clip_vision/llava_llama3_vision.safetensors).")
     for name, folder in (("--tokenizer", files.tokenizer), ("--clip-tokenizer", files.clip_tokenizer)):
         if folder is not None and not Path(folder).is_dir():
             raise InvalidInputError(f"{name} {folder}: no such folder (a tokenizer folder with tokenizer.json).")

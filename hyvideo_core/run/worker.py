@@ -23,6 +23,7 @@ from datetime import timedelta
 import torch
 
 from ..errors import CancelledError, InvalidInputError
+from ..conditioning import ImageConditioning
 from ..lora import BlockStrengths, LoraSpec, load_lora
 from ..sampling import SamplingHooks, SamplingOptions
 from .dit import DiTRecipe, LoadedDiT
@@ -65,14 +66,17 @@ class SamplingJob:
     cache: CacheRequest | None
     swap: SwapRequest
     budget_gb: float | None
+    image: ImageConditioning | None = None      # image to video: the first frame's latent (CPU)
 
     def identity(self) -> str:
         """How the model is loaded, compared across ranks before the first step."""
         return "|".join([self.recipe.identity(), *(f"{r.stamp()}:{r.strength}:{r.blocks}" for r in self.loras)])
 
     def settings(self) -> str:
-        shapes = [None if t is None else tuple(t.shape) for t in (self.init_latent, self.keyframe_latent)]
-        return repr((self.options, self.size, shapes, self.cache, self.swap))
+        image = None if self.image is None else self.image.latent
+        shapes = [None if t is None else tuple(t.shape) for t in (self.init_latent, self.keyframe_latent, image)]
+        mode = None if self.image is None else (self.image.mode, self.image.stability)
+        return repr((self.options, self.size, shapes, mode, self.cache, self.swap))
 
 
 def run_rank(dit: LoadedDiT, job: SamplingJob, loras: tuple[LoraSpec, ...], policy, hooks: SamplingHooks,
@@ -85,7 +89,7 @@ def run_rank(dit: LoadedDiT, job: SamplingJob, loras: tuple[LoraSpec, ...], poli
         return sample_video(dit, job.embeds, job.options, size=job.size, init_latent=job.init_latent,
                             keyframe_latent=job.keyframe_latent, loras=loras,
                             cache=job.cache, hooks=hooks, swap=job.swap,
-                            budget_gb=job.budget_gb, host=host)
+                            budget_gb=job.budget_gb, host=host, image=job.image)
     finally:
         policy.remove()
 

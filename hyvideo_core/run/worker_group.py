@@ -28,11 +28,12 @@ import time
 import types
 import weakref
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 import torch
 
+from ..conditioning import ImageConditioning
 from ..errors import HyVideoError, InvalidInputError
 from ..lora import LoraSpec
 from ..sampling import SamplingHooks, SamplingOptions
@@ -153,7 +154,8 @@ class WorkerGroup:
     def sample(self, dit: LoadedDiT, embeds, options: SamplingOptions, *, size=None, init_latent=None,
                keyframe_latent=None, loras: tuple[LoraSpec, ...] = (), cache: CacheRequest | None = None,
                hooks: SamplingHooks | None = None, swap: SwapRequest = SwapRequest(),
-               budget_gb: float | None = None, host: RunHost | None = None) -> SampleOutcome:
+               budget_gb: float | None = None, host: RunHost | None = None,
+               image: ImageConditioning | None = None) -> SampleOutcome:
         """`stages.sample_video` on every rank; rank 0's outcome (the latent) is returned."""
         from ..parallel.agreement import AgreedStop
 
@@ -166,7 +168,8 @@ class WorkerGroup:
             raise InvalidInputError(f"cache: a parallel run takes a CacheRequest (every rank builds its own "
                                     f"policy), got {type(cache).__name__}.")
         job = SamplingJob(dit.recipe, tuple(LoraRecipe.of(s) for s in loras), _on_cpu(embeds), options, size,
-                          _cpu(init_latent), _cpu(keyframe_latent), cache, swap, budget_gb)
+                          _cpu(init_latent), _cpu(keyframe_latent), cache, swap, budget_gb,
+                          None if image is None else replace(image, latent=image.latent.cpu()))
         self._send(job)
         stop = AgreedStop(hooks, dit.main)
         try:

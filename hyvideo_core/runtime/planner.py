@@ -27,6 +27,10 @@ per GPU, every GPU running the same plan:
 `auto_swap(inputs, budget)` returns the plan with the fewest swapped bytes that fits (swapped bytes
 are what crosses PCIe every step), or raises OutOfMemoryError naming the smallest budget that
 would work. The text encoders are assumed to be off the GPU while sampling (they run first).
+
+Image-to-video (SPEC_NEXT 2.6) changes only the text stream: `text_tokens` = the image tokens the
+encoder keeps + 252 text tokens (TEXT_TOKENS; the run layer passes the embeds' real count). The
+extra input channels (16 + 1 concatenated on the latent) are a few MB: not priced.
 """
 from __future__ import annotations
 
@@ -47,6 +51,8 @@ from .block_swap import packed_bytes
 from .weight_table import WeightTable, compute_dtype_for, table_for_format
 
 GiB = 2**30
+# Tokens of the DiT's text stream: T2V's 256; I2V [every k-th of 576 image tokens || 256 - 4 text].
+TEXT_TOKENS = {"t2v": 256, "token_replace": 144 + 252, "latent_concat": 288 + 252, "skyreels": 256}
 # What the planner prices: the loadable attention backends ('auto' priced as sdpa) and the unfused
 # sdpa path; every storage format, with GGUF files by their quant type.
 BACKENDS = (*(b for b in ATTENTION_BACKENDS if b != "auto"), "sdpa_math")
@@ -69,7 +75,7 @@ class PlanInputs:
     offload_img_in: bool = False
     prefetch: bool = True
     attention: str = "sdpa"              # sdpa (fused kernels) | sdpa_math | flash | sage
-    text_tokens: int = 256
+    text_tokens: int = 256               # TEXT_TOKENS: 396 token_replace I2V, 540 latent_concat
     vae_tile_px: int | None = 256        # spatial decode tile in pixels (None: untiled)
     vae_tile_frames: int | None = 64     # temporal decode tile in frames (None: untiled)
     vae_dtype: torch.dtype = torch.float16

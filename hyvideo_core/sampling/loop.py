@@ -1,5 +1,11 @@
-"""The one sampling loop: text-to-video, video-to-video, keyframe concat, true CFG and cache
-policies all run through `sample`, which owns progress, previews and cancellation.
+"""The one sampling loop: text-to-video, video-to-video, keyframe concat, image-to-video, true
+CFG and cache policies all run through `sample`, which owns progress, previews and cancellation.
+
+Image-to-video (`image=`, a conditioning.ImageConditioning; SPEC_NEXT 2.3-2.5): latent_concat and
+SkyReels give the extra input channels that every forward concatenates after x (as keyframes do);
+token_replace installs the DiT's `TokenReplace()` for the run and keeps latent frame 0 the clean
+image latent before every forward and after every step. The loop reads the image object only
+through its methods (`for_run`), so this module does not import the conditioning room.
 
 Latents crossing this API (the v2v input, the keyframe conditioning, the result) are raw VAE
 latents in ComfyUI's LATENT convention; the loop works in the model's scaled space
@@ -8,7 +14,9 @@ latents in ComfyUI's LATENT convention; the loop works in the model's scaled spa
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import torch
 
@@ -63,21 +71,26 @@ class SamplingResult:
     forwards: int                      # DiT forward calls
     cache: CacheReport | None = None
     notes: tuple[str, ...] = field(default=())   # size snapping and unused inputs, also logged
+    # Pixel frames to drop after decoding (latent_concat I2V: the reference drops the first 4);
+    # a LATENT carries it as "hyvideo_drop_frames".
+    drop_leading_frames: int = 0
 
 
 @dataclass(frozen=True)
 class _Inputs:
     plan: LatentPlan
     init: torch.Tensor | None          # scaled v2v latent
-    concat: torch.Tensor | None        # scaled keyframe conditioning
+    concat: torch.Tensor | None        # scaled keyframe conditioning, or the I2V image channels (+ mask)
+    first: object | None = None        # conditioning.image.FirstFrameRun of an image-to-video run
 
 
 def sample(model, embeds, options: SamplingOptions = SamplingOptions(), *, width: int | None = None,
            height: int | None = None, frames: int | None = None, batch_size: int = 1,
            init_latent: torch.Tensor | None = None, keyframe_latent: torch.Tensor | None = None,
            cache: CachePolicy | None = None, hooks: SamplingHooks | None = None,
-           device: torch.device | str | None = None) -> SamplingResult:
-    """Sample a video latent. Give the size (width, height, frames) or an `init_latent` (v2v)."""
+           device: torch.device | str | None = None, image=None) -> SamplingResult:
+    """Sample a video latent. Give the size (width, height, frames) or an `init_latent` (v2v).
+    `image`: a conditioning.ImageConditioning (image-to-video; its mode must fit the DiT)."""
     if not isinstance(options, SamplingOptions):
         raise InvalidInputError(f"options: expected SamplingOptions, got {type(options).__name__}.")
     schedule = plan_schedule(options.steps, options.shift, options.denoise, options.start_step, options.end_step)
@@ -88,7 +101,9 @@ def sample(model, embeds, options: SamplingOptions = SamplingOptions(), *, width
     _check_cache(cache)
     context = check_context(options.context)
     notes: list[str] = []
-    inputs = _resolve_inputs(model, width, height, frames, batch_size, init_latent, keyframe_latent, options, notes)
+    inputs = _resolve_inputs(model, width, height, frames, batch_size, init_latent, keyframe_latent, options, notes,
+                             image)
+    _check_image_run(inputs, context, schedule, options, notes)
     _check_embeds(model, embeds, guidance, inputs.plan.batch, notes)
     if not model.config.guidance_embed:
         _note(notes, f"this DiT has no guidance embedding; embedded_guidance={guidance.embedded} is not used")
@@ -104,15 +119,18 @@ def sample(model, embeds, options: SamplingOptions = SamplingOptions(), *, width
         velocity = context.velocity(velocity, inputs.plan.shape[2], hooks, schedule.active_steps)
     x = _start_latent(inputs, schedule, options, device)
     total = schedule.active_steps
+    first = inputs.first
+    if first is not None:
+        x = first.pin(x)
     with installed(model, cache if cache is not None else model.cache), \
-            installed_extras(model, options, inputs.plan.shape):
+            installed_extras(model, options, inputs.plan.shape), installed_image_condition(model, first):
         policy = model.cache
         if policy is not None:
             policy.start_run(total)
         solver.reset()
         try:
             with torch.no_grad():
-                x = _run_steps(x, velocity, solver, schedule, hooks)
+                x = _run_steps(x, velocity, solver, schedule, hooks, None if first is None else first.pin)
             report = policy.report() if policy is not None else None
         except BaseException:
             x = velocity = None
@@ -121,8 +139,28 @@ def sample(model, embeds, options: SamplingOptions = SamplingOptions(), *, width
             solver.reset()          # drop the solver's history and the cached tensors, also on cancel
             if policy is not None:
                 policy.release()
-    return SamplingResult(to_raw_latent(x), inputs.plan, schedule, velocity.forwards, report,
-                          (*inputs.plan.adjustments, *notes))
+    latent = to_raw_latent(x) if first is None else first.finish(to_raw_latent(x))
+    drop = 0 if first is None else first.drop_leading_frames
+    return SamplingResult(latent, inputs.plan, schedule, velocity.forwards, report,
+                          (*inputs.plan.adjustments, *notes), drop)
+
+
+@contextmanager
+def installed_image_condition(model, first) -> Iterator[None]:
+    """The DiT's image condition for an I2V run (token_replace: TokenReplace()), the previous one
+    restored after, also on errors and cancels. Nothing is touched without an image."""
+    if first is None or not first.pins_first_frame:
+        yield                                   # the concat modes need nothing on the model
+        return
+    if not hasattr(model, "image_condition"):
+        raise InvalidInputError("image: token_replace needs a HunyuanVideo DiT that reads `image_condition`; this "
+                                f"model ({type(model).__name__}) does not.")
+    previous = model.image_condition
+    model.image_condition = first.condition()
+    try:
+        yield
+    finally:
+        model.image_condition = previous
 
 
 def _check_cache(cache) -> None:
@@ -138,7 +176,11 @@ def _note(notes: list[str], message: str) -> None:
     notes.append(message)
 
 
-def _run_steps(x, velocity, solver, schedule: SigmaSchedule, hooks: SamplingHooks) -> torch.Tensor:
+def _run_steps(x, velocity, solver, schedule: SigmaSchedule, hooks: SamplingHooks, pin=None) -> torch.Tensor:
+    """`pin(x)` (token_replace) puts the clean image latent back into frame 0 after every step. The
+    reference steps frames 1.. only and re-attaches frame 0; our solvers (euler, dpm++2m, unipc)
+    are elementwise in the latent, with per-element histories, so stepping the whole latent and
+    then overwriting frame 0 gives frames 1.. exactly what stepping them alone gives."""
     total = schedule.active_steps
     v = None
     try:
@@ -149,6 +191,8 @@ def _run_steps(x, velocity, solver, schedule: SigmaSchedule, hooks: SamplingHook
             if hooks.preview is not None:
                 hooks.preview(k + 1, total, latent_to_rgb(x - v.float() * float(schedule.sigmas[i])))
             x = solver.step(x, v, i, schedule.sigmas)
+            if pin is not None:
+                x = pin(x)
             v = None
             if hooks.progress is not None:
                 hooks.progress(k + 1, total)
@@ -178,12 +222,14 @@ def _start_latent(inputs: _Inputs, schedule: SigmaSchedule, options: SamplingOpt
     if options.context is not None:
         noise = options.context.shuffle_noise(noise, options.seed)   # FreeNoise (when on and windows are used)
     if inputs.init is None:
+        if sigma == 1.0 and inputs.first is not None:
+            return inputs.first.start(noise)      # I2V stability: 0.999 noise + 0.001 image latent
         return noise if sigma == 1.0 else noise * sigma
     return noise_to_sigma(inputs.init.to(device), noise, sigma)
 
 
 def _resolve_inputs(model, width, height, frames, batch_size, init_latent, keyframe_latent,
-                    options: SamplingOptions, notes: list[str]) -> _Inputs:
+                    options: SamplingOptions, notes: list[str], image=None) -> _Inputs:
     if init_latent is not None:
         plan = plan_from_latent(tuple(init_latent.shape))
         asked = {"width": width, "height": height, "frames": frames}
@@ -202,18 +248,55 @@ def _resolve_inputs(model, width, height, frames, batch_size, init_latent, keyfr
         raise InvalidInputError("sample: give width, height and frames, or an init_latent for video-to-video.")
     else:
         plan = plan_latent(width, height, frames, batch_size)
-    concat = _keyframe_input(model, keyframe_latent, plan)
     init = None if init_latent is None else to_model_space(init_latent.float())
-    return _Inputs(plan, init, concat)
+    if image is not None:
+        if keyframe_latent is not None:
+            raise InvalidInputError(
+                "image and keyframe_latent: give one of them. An image-to-video model takes the first frame as "
+                "`image`; the keyframe LoRA's model takes first/last frames as keyframe_latent.")
+        if not hasattr(image, "for_run"):
+            raise InvalidInputError(
+                f"image: expected an ImageConditioning (hyvideo_core.run.encode_first_frame), got "
+                f"{type(image).__name__}.")
+        first = image.for_run(model, plan)
+        return _Inputs(plan, init, first.concat, first)
+    return _Inputs(plan, init, _keyframe_input(model, keyframe_latent, plan))
+
+
+def _check_image_run(inputs: _Inputs, context, schedule: SigmaSchedule, options: SamplingOptions,
+                     notes: list[str]) -> None:
+    """I2V combinations that cannot work are refused before the first step; the rest are noted."""
+    first = inputs.first
+    if first is None:
+        return
+    frames = inputs.plan.shape[2]
+    if context is not None and frames > context.latent_length:
+        if first.mode == "token_replace":
+            raise InvalidInputError(
+                f"context windows with token_replace image-to-video: {frames} latent frames need several windows, "
+                "and every window's first frame would be modulated as the image frame. Turn context windows off, "
+                f"or use at most {context.length} frames.")
+        _note(notes, "context windows with image-to-video: only the windows holding latent frame 0 see the image")
+    from_noise = inputs.init is None and schedule.start_sigma == 1.0
+    if first.stability and not from_noise:
+        _note(notes, "i2v stability mixes the image into the start noise of a run from pure noise only; this run "
+                     "starts from a partly denoised latent, so it is not used")
+    if first.drop_leading_frames:
+        _note(notes, f"latent_concat image-to-video: the reference drops the first {first.drop_leading_frames} "
+                     "decoded frames; the decode drops them")
 
 
 def _keyframe_input(model, keyframe_latent, plan: LatentPlan) -> torch.Tensor | None:
     extra = model.config.in_channels - model.config.out_channels
     if keyframe_latent is None:
+        if model.config.in_channels == 33:
+            raise InvalidInputError(
+                "image: this is HunyuanVideo-I2V (latent_concat); give an image. The DiT takes 33 input "
+                "channels (noise, image latent, mask): encode the first frame with run.encode_first_frame.")
         if extra:
             raise InvalidInputError(
-                f"keyframe_latent: this DiT takes {model.config.in_channels} input channels (a keyframe model); "
-                "give the encoded keyframe video as keyframe_latent.")
+                f"keyframe_latent: this DiT takes {model.config.in_channels} input channels (a keyframe model, or "
+                "SkyReels-V1 I2V); give the encoded keyframe video as keyframe_latent, or for SkyReels an image.")
         return None
     if extra == 0:
         raise InvalidInputError(

@@ -22,6 +22,11 @@ _PUBLIC = {
     "conditioning_to_embeds": "hyvideo_core.text.bridge",
     "embeds_to_conditioning": "hyvideo_core.text.bridge",
     "encode_device_bytes": "hyvideo_core.text.memory",
+    "load_vision_tower": "hyvideo_core.text.vision_loader",
+    "VIDEO_I2V_TEMPLATE": "hyvideo_core.text.templates",
+    "IMAGE_I2V_TEMPLATE": "hyvideo_core.text.templates",
+    "DEFAULT_NEGATIVE_PROMPT_I2V": "hyvideo_core.text.templates",
+    "DEFAULT_IMAGE_INTERLEAVE": "hyvideo_core.text.encoder",
 }
 
 

@@ -103,3 +103,14 @@ def clip_config_from_shapes(shapes: Mapping[str, tuple], prefix: str, overrides:
         num_attention_heads=max(1, hidden // CLIP_HEAD_DIM),
     )
     return CLIPTextConfig(**{**CLIP_L, **measured, **overrides})
+
+
+def open_model_folder(folder: Path):
+    """The weights of a Hugging Face model folder (safetensors, else pytorch_model*.bin shards)."""
+    from ..weights.reader import ShardedSource, open_tensors
+    if any(folder.glob("*.safetensors")):
+        return open_tensors(folder)
+    bins = sorted(folder.glob("*.bin"))
+    if bins:
+        return ShardedSource((open_tensors(f) for f in bins), name=str(folder))
+    raise CheckpointError(f"{folder}: holds no weights (*.safetensors or pytorch_model*.bin).")

@@ -34,6 +34,8 @@ class PromptEmbeds:
     prompt_tokens: int | None = None   # LLM tokens of the prompt before truncation
     dropped_tokens: int = 0            # LLM prompt tokens truncation removed
     clip_dropped_tokens: int = 0       # CLIP prompt tokens truncation removed
+    # I2V: the first `image_tokens` of text_states are projected image patches (0 = text only).
+    image_tokens: int = 0
 
     def __post_init__(self) -> None:
         states, mask, pooled = self.text_states, self.text_mask, self.pooled
@@ -43,6 +45,9 @@ class PromptEmbeds:
                 f"text embeds: inconsistent shapes: text_states {list(states.shape)} (expected "
                 f"[B, L, D]), text_mask {list(mask.shape)} (expected [B, L]), pooled "
                 f"{list(pooled.shape)} (expected [B, 768]).")
+        if not 0 <= self.image_tokens <= states.shape[1]:
+            raise InvalidInputError(
+                f"text embeds: image_tokens {self.image_tokens} is outside 0..{states.shape[1]} (the tokens).")
 
     @property
     def batch_size(self) -> int:
@@ -60,7 +65,8 @@ class PromptEmbeds:
 
     def info(self) -> dict:
         return {"prompt": self.prompt, "template": self.template, "prompt_tokens": self.prompt_tokens,
-                "dropped_tokens": self.dropped_tokens, "clip_dropped_tokens": self.clip_dropped_tokens}
+                "dropped_tokens": self.dropped_tokens, "clip_dropped_tokens": self.clip_dropped_tokens,
+                "image_tokens": self.image_tokens}
 
 
 @dataclass(frozen=True)
@@ -119,7 +125,7 @@ def _read_role(tensors: dict, role: str, info: dict, path) -> PromptEmbeds | Non
         raise CheckpointError(f"{path}: incomplete {role} embeds, missing {missing}.")
     parts = {name: tensors[f"{role}.{name}"] for name in _TENSORS}
     known = {k: info[k] for k in ("prompt", "template", "prompt_tokens", "dropped_tokens",
-                                  "clip_dropped_tokens") if info.get(k) is not None}
+                                  "clip_dropped_tokens", "image_tokens") if info.get(k) is not None}
     try:
         return PromptEmbeds(**parts, **known)
     except InvalidInputError as exc:

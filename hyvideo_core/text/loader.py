@@ -9,6 +9,9 @@ Accepted for `llm`:
   (config built in code, tokenizer from the `tokenizer` folder).
 Accepted for `clip`: a clip-vit-large-patch14 folder (or a folder holding `text_encoder_2/`),
 or ComfyUI's clip_l.safetensors with `clip_tokenizer`.
+Accepted for `vision` (optional, HunyuanVideo-I2V's image + text encoding, vision_loader.py): the
+whole llava-llama-3-8b-v1_1-transformers folder (`text_encoder_i2v`, which also serves as `llm`),
+or ComfyUI's clip_vision/llava_llama3_vision.safetensors beside the usual Llama files.
 """
 from __future__ import annotations
 
@@ -24,11 +27,11 @@ import torch
 
 from ..errors import CheckpointError, InvalidInputError, MissingPackageError
 from ..weights.loader import parse_device
-from ..weights.reader import ShardedSource, TensorSource, open_tensors
+from ..weights.reader import TensorSource, open_tensors
 from ..weights.storage import parse_dtype
 from .build import CLIP_LAYOUT, LLAMA_LAYOUT, check_materialized, fill, find_prefix, module_prefix
 from .clip import ClipTower
-from .configs import (clip_config_from_folder, clip_config_from_shapes, llama_config_from_folder,
+from .configs import (clip_config_from_folder, open_model_folder, clip_config_from_shapes, llama_config_from_folder,
                       llama_config_from_shapes)
 from .encoder import EncoderInfo, TextEncoder
 from .llm import DEFAULT_SKIP_LAYERS, LlamaTower, drop_final_layers
@@ -48,13 +51,16 @@ class _Located:
 def load_text_encoder(llm, clip, tokenizer=None, clip_tokenizer=None, dtype: torch.dtype | None = None,
                       device=None, offload_device="cpu", llm_storage: str = "auto",
                       llm_config=None, clip_config=None,
-                      hidden_state_skip_layer: int = DEFAULT_SKIP_LAYERS, cache_size: int = 16) -> TextEncoder:
-    """Load both towers onto `offload_device`; `encode` runs them on `device`.
+                      hidden_state_skip_layer: int = DEFAULT_SKIP_LAYERS, cache_size: int = 16,
+                      vision=None, vision_config=None) -> TextEncoder:
+    """Load both towers (and the vision tower when `vision` is given) onto `offload_device`;
+    `encode` runs them on `device`.
 
     dtype: compute dtype, a torch dtype or a name ('fp16', 'half', 'bf16', 'fp32', ...; default fp16 on
         CUDA as the reference, fp32 on CPU).
     llm_storage: 'auto' (fp8 files stay fp8, others in dtype), 'compute', 'fp8_e4m3fn', 'fp8_e5m2'.
-    llm_config / clip_config: a transformers config, or a dict of overrides for the built one.
+    llm_config / clip_config / vision_config: a transformers config, or a dict of overrides for the built one.
+    vision: None (text only), the LLaVA folder, or ComfyUI's llava_llama3_vision.safetensors.
     """
     device = parse_device(device, "device") if device is not None else _default_device()
     offload_device = parse_device(offload_device, "offload_device")
@@ -66,9 +72,27 @@ def load_text_encoder(llm, clip, tokenizer=None, clip_tokenizer=None, dtype: tor
     storage = resolve_storage(llm_storage)
     llm_tower = load_llama_tower(llm, tokenizer, dtype, offload_device, storage, llm_config, hidden_state_skip_layer)
     clip_tower = load_clip_tower(clip, clip_tokenizer, dtype, offload_device, clip_config)
+    vision_tower = None if vision is None else _load_vision(vision, llm_tower, dtype, offload_device, vision_config)
     info = EncoderInfo(llm_tower.source, clip_tower.source, str(llm_tower.tokenizer.name_or_path),
-                       str(clip_tower.tokenizer.name_or_path), dtype, storage, str(device), str(offload_device))
-    return TextEncoder(llm_tower, clip_tower, device, offload_device, info, cache_size=cache_size)
+                       str(clip_tower.tokenizer.name_or_path), dtype, storage, str(device), str(offload_device),
+                       vision_source=None if vision_tower is None else vision_tower.source)
+    return TextEncoder(llm_tower, clip_tower, device, offload_device, info, cache_size=cache_size,
+                       vision=vision_tower)
+
+
+def _load_vision(vision, llm_tower: LlamaTower, dtype, device, config):
+    """The vision tower, checked against the Llama it feeds (width, <image> token)."""
+    from .i2v import double_return_id, image_token_id
+    from .vision_loader import load_vision_tower
+
+    tower = load_vision_tower(vision, dtype, device, config)
+    if tower.hidden_size != llm_tower.hidden_size:
+        raise CheckpointError(
+            f"{tower.source}: the projector gives image tokens of width {tower.hidden_size}, the Llama "
+            f"({llm_tower.source}) takes {llm_tower.hidden_size}: the vision file belongs to another model.")
+    image_token_id(llm_tower, tower.image_token_id)
+    double_return_id(llm_tower)
+    return tower
 
 
 def _default_device() -> torch.device:
@@ -168,19 +192,10 @@ def _locate(path, tokenizer, subfolder: str, tokenizer_subfolder: str, argument:
             folder = folder / subfolder  # HunyuanVideo ckpts/ or a diffusers pipeline folder
         candidates = given + [("model folder", folder), (f"{tokenizer_subfolder}/ beside it",
                                                          folder.parent / tokenizer_subfolder)]
-        return _Located(_open_folder(folder), folder, candidates)
+        return _Located(open_model_folder(folder), folder, candidates)
     if path is None:
         raise InvalidInputError(f"{argument}: no text encoder file or folder given.")
     return _Located(open_tensors(path), None, given)
-
-
-def _open_folder(folder: Path) -> TensorSource:
-    if any(folder.glob("*.safetensors")):
-        return open_tensors(folder)
-    bins = sorted(folder.glob("*.bin"))
-    if bins:
-        return ShardedSource((open_tensors(f) for f in bins), name=str(folder))
-    raise CheckpointError(f"{folder}: holds no weights (*.safetensors or pytorch_model*.bin).")
 
 
 def _check_vocab(tokenizer, pad: int, vocab_size: int, tok_folder: Path, source_name: str) -> None:
