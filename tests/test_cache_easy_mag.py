@@ -369,22 +369,8 @@ PARALLEL_POLICIES = {"easycache": lambda: EasyCache(0.1), "magcache": lambda: Ma
 
 @pytest.fixture(scope="module")
 def parallel_runs(tmp_path_factory):
-    import time
-
-    import torch.multiprocessing as mp
-    import test_parallel as tp
-    folder = tmp_path_factory.mktemp("cache_parallel")
-    mp.set_forkserver_preload(tp.PRELOAD)
-    context = mp.start_processes(_parallel_worker, args=(2, tp._free_port(), str(folder)), nprocs=2, join=False,
-                                 start_method="forkserver")
-    deadline = time.monotonic() + tp.SPAWN_DEADLINE_S
-    while not context.join(timeout=1):
-        if time.monotonic() > deadline:
-            for p in context.processes:
-                if p.is_alive():
-                    p.kill()
-            pytest.fail("cache parallel suite: 2 ranks did not finish in time")
-    return [torch.load(folder / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    from gloo_ranks import run_ranks
+    return run_ranks(_parallel_worker, 2, tmp_path_factory.mktemp("cache_parallel"), "cache parallel suite")
 
 
 @pytest.mark.parametrize("label", list(PARALLEL_POLICIES))

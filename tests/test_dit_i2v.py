@@ -8,21 +8,18 @@ speed features (fp8 / GGUF layers, block swap, sequence parallelism on gloo).
 """
 from __future__ import annotations
 
-import datetime
 import os
-import socket
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from gguf import GGMLQuantizationType as Q
 
 import hyvideo_core
 from conftest import golden_path
 from gguf_write import write_gguf
+from gloo_ranks import GROUP_TIMEOUT, run_ranks
 from hyvideo_core.errors import InvalidInputError
 from hyvideo_core.model import ImageCondition, TokenReplace
 from hyvideo_core.model.config import PRESETS
@@ -281,9 +278,6 @@ def test_token_replace_on_quantised_layers_and_block_swap(fmt, gguf_file):
 
 # -- token_replace under sequence parallelism (gloo, 2 ranks) ---------------------------------
 SP_CONFIG = PRESETS["tiny"].replace(heads=4, rope_dims=(4, 6, 6))
-GROUP_TIMEOUT = datetime.timedelta(seconds=30)
-SPAWN_DEADLINE_S = 150
-PRELOAD = ["torch", "torch.distributed", "pytest", "hyvideo_core.model.transformer", "hyvideo_core.parallel"]
 SP_CASES = {
     # 9 tokens, all of frame 0: on 2 ranks each holds 5 positions, rank 1 four real + one padding,
     # so the leading range crosses the shard boundary
@@ -330,26 +324,9 @@ def _worker(rank: int, world: int, port: int, folder: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory) -> list[dict]:
-    folder = tmp_path_factory.mktemp("i2v_parallel")
-    mp.set_forkserver_preload(PRELOAD)
-    context = mp.start_processes(_worker, args=(2, _free_port(), str(folder)), nprocs=2, join=False,
-                                 start_method="forkserver")
-    deadline = time.monotonic() + SPAWN_DEADLINE_S
-    while not context.join(timeout=1):
-        if time.monotonic() > deadline:
-            for p in context.processes:
-                if p.is_alive():
-                    p.kill()
-            pytest.fail(f"token_replace parallel suite: 2 ranks did not finish in {SPAWN_DEADLINE_S} s")
-    return [torch.load(folder / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    return run_ranks(_worker, 2, tmp_path_factory.mktemp("i2v_parallel"), "token_replace parallel suite")
 
 
 @pytest.mark.parametrize("layout", [(2, 1), (1, 2)], ids=["ulysses2", "ring2"])

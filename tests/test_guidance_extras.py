@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from hyvideo_core.errors import InvalidInputError
 from hyvideo_core.model.rope import RopeOptions
@@ -354,7 +352,7 @@ def _parallel_suite(rank: int) -> dict:
 
 
 def _worker(rank: int, world: int, port: int, folder: str) -> None:
-    from test_parallel import GROUP_TIMEOUT
+    from gloo_ranks import GROUP_TIMEOUT
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
@@ -367,19 +365,8 @@ def _worker(rank: int, world: int, port: int, folder: str) -> None:
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict]:
-    from test_parallel import PRELOAD, SPAWN_DEADLINE_S, _free_port
-    folder = tmp_path_factory.mktemp("extras_parallel")
-    mp.set_forkserver_preload(PRELOAD)
-    context = mp.start_processes(_worker, args=(2, _free_port(), str(folder)), nprocs=2, join=False,
-                                 start_method="forkserver")
-    deadline = time.monotonic() + SPAWN_DEADLINE_S
-    while not context.join(timeout=1):
-        if time.monotonic() > deadline:
-            for p in context.processes:
-                if p.is_alive():
-                    p.kill()
-            pytest.fail(f"extras parallel suite: 2 ranks did not finish in {SPAWN_DEADLINE_S} s")
-    return [torch.load(folder / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    from gloo_ranks import run_ranks
+    return run_ranks(_worker, 2, tmp_path_factory.mktemp("extras_parallel"), "extras parallel suite")
 
 
 def test_riflex_rope_shards_equal_one_process_under_ulysses_2(ranks):

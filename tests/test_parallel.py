@@ -9,9 +9,7 @@ deadline, so a rank that raises or hangs fails the test instead of hanging it.
 """
 from __future__ import annotations
 
-import datetime
 import os
-import socket
 import time
 from pathlib import Path
 
@@ -20,6 +18,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+import gloo_ranks
+from gloo_ranks import GROUP_TIMEOUT
 from hyvideo_core.errors import InvalidInputError
 from hyvideo_core.model.config import PRESETS
 from hyvideo_core.model.transformer import HunyuanVideoTransformer
@@ -29,10 +29,6 @@ from hyvideo_core.sampling.guidance import GuidanceSettings, GuidedVelocity
 from hyvideo_core.sampling.text_inputs import prompt_for_batch
 
 CONFIG = PRESETS["tiny"].replace(heads=4, rope_dims=(4, 6, 6))
-GROUP_TIMEOUT = datetime.timedelta(seconds=30)
-SPAWN_DEADLINE_S = 150
-PRELOAD = ["torch", "torch.distributed", "pytest", "hyvideo_core.model.transformer", "hyvideo_core.parallel",
-           "hyvideo_core.sampling"]
 SIZE = {"width": 48, "height": 48, "frames": 9}        # latent [B, 16, 3, 6, 6]: 27 image tokens
 OPTIONS = SamplingOptions(steps=8, cfg_scale=4.0, seed=3)
 TEACACHE_THRESHOLD = 0.2       # this model and run: skips steps 1-3 and 5-6 (margins >= 0.02)
@@ -204,28 +200,8 @@ def _worker(rank: int, world: int, port: int, folder: str, suite: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_ranks(suite: str, world: int, folder: Path) -> list[dict]:
-    # forkserver: fresh processes like spawn (never a fork of the pytest process, whose threads
-    # are not fork-safe), forked from one server that imported torch and the engine once; with
-    # spawn, importing torch in every rank took 8 s for 2 ranks and 15 s for 4 on 2 cores. (The
-    # server does not get the tests folder on its path, so this module is imported per rank.)
-    mp.set_forkserver_preload(PRELOAD)
-    context = mp.start_processes(_worker, args=(world, _free_port(), str(folder), suite), nprocs=world,
-                                 join=False, start_method="forkserver")
-    deadline = time.monotonic() + SPAWN_DEADLINE_S
-    while not context.join(timeout=1):       # raises as soon as one rank fails (and stops the others)
-        if time.monotonic() > deadline:
-            for p in context.processes:
-                if p.is_alive():
-                    p.kill()
-            pytest.fail(f"parallel suite {suite!r}: {world} ranks did not finish in {SPAWN_DEADLINE_S} s")
-    return [torch.load(folder / f"rank{r}.pt", weights_only=False) for r in range(world)]
+    return gloo_ranks.run_ranks(_worker, world, folder, f"parallel suite {suite!r}", suite)
 
 
 @pytest.fixture(scope="module")

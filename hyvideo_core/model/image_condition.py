@@ -17,8 +17,8 @@ The three I2V checkpoints differ as follows:
   with no guidance term. This happens in every double and single block: every `*_mod` linear is
   applied to both vectors. Text tokens and the final layer keep the normal vec. The file cannot
   say which mode it wants (same shapes as T2V), so the run chooses it with `TokenReplace()`.
-  The loop still has to keep latent frame 0 clean: overwrite it with the image latent before
-  every step and step only frames 1.. (SPEC_NEXT 2.3). That is not done here.
+  Keeping latent frame 0 clean (the image latent before every step, only frames 1.. stepped,
+  SPEC_NEXT 2.3) is the sampling loop's part (hyvideo_core/conditioning/image.py).
 """
 from __future__ import annotations
 
