@@ -34,9 +34,10 @@ import torch
 
 from hyvideo_core.model.config import PRESETS
 from hyvideo_core.model.transformer import HunyuanVideoTransformer
-from hyvideo_core.sampling import ContextWindows, PromptPair, PromptTensors, SamplingOptions, sample
+from hyvideo_core.sampling import ContextWindows, SamplingOptions, sample
 
-TEXT_TOKENS = 32
+from cache_speedup import build_embeds   # the same random prompt as the cache benchmark
+
 WINDOWS = ContextWindows(129, 32, "static", freenoise=False)
 MMAP_THRESHOLD = 65536
 
@@ -49,14 +50,6 @@ def build_model() -> HunyuanVideoTransformer:
         for p in model.parameters():  # zero-initialised modulation would make the blocks trivial
             p.copy_(torch.randn_like(p) * (1.0 / max(1, p.shape[-1]) ** 0.5 if p.ndim > 1 else 0.1))
     return model.eval()
-
-
-def build_embeds(config) -> PromptPair:
-    g = torch.Generator().manual_seed(1)
-    mask = torch.ones(1, TEXT_TOKENS, dtype=torch.long)
-    mask[:, 24:] = 0
-    return PromptPair(PromptTensors(torch.randn(1, TEXT_TOKENS, config.text_dim, generator=g), mask,
-                                    torch.randn(1, config.pooled_text_dim, generator=g)))
 
 
 def _status_kib(key: str) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from hyvideo_core.conditioning import needs_image
 from hyvideo_core.errors import InvalidInputError
 from hyvideo_core.run import MAX_FRAMES, MAX_SEED, MAX_SIZE, MAX_STEPS, check_size, sample_video
 from hyvideo_core.run.choices import CFG_MODES, DEFAULTS, SOLVER_NAMES
@@ -15,7 +16,6 @@ from .host import host
 from .loaders import check_inputs
 from .vae import DROP_FRAMES_KEY          # LATENT key: leading decoded frames HunyuanVideo VAE Decode drops
 
-I2V_CONCAT_CHANNELS = 33                  # HunyuanVideo-I2V v1 (latent_concat): noise 16 + image 16 + mask 1
 
 
 def sampling_hooks(total: int, node_id: str | None) -> SamplingHooks:
@@ -165,7 +165,7 @@ class HyVideoSampler:
 def check_image_cond(model, image_cond, keyframes) -> None:
     """Refuse before anything runs: an I2V-only model without image_cond, or image_cond with keyframes."""
     in_channels = model.transformer.config.in_channels
-    if image_cond is None and in_channels == I2V_CONCAT_CHANNELS:
+    if image_cond is None and needs_image(model.transformer.config):
         raise InvalidInputError(
             f"image_cond: this model takes {in_channels} input channels (HunyuanVideo-I2V v1 concat): it only makes "
             "videos from an image. Connect a HunyuanVideo I2V Encode to the sampler's image_cond input, or load a "

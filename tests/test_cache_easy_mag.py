@@ -3,8 +3,6 @@ published rule on a recorded tiny-model run, threshold 0 is bit-identical to no 
 per branch and reset per run, and parallel ranks decide like one process."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -336,31 +334,23 @@ def test_nodes_build_the_requests():
 
 
 # -- parallel ranks (gloo, 2 processes, Ulysses 2) ----------------------------------------------------
-def _parallel_worker(rank: int, world: int, port: int, folder: str) -> None:
-    import torch.distributed as dist
+def _parallel_suite(rank: int) -> dict:
     import test_parallel as tp
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
-                            timeout=tp.GROUP_TIMEOUT)
-    try:
-        model, out = tp.tiny_model(), {}
-        for label, make in PARALLEL_POLICIES.items():
-            for layout in ("one", "ulysses2"):
-                policy, parallel = make(), (tp._policy(2, 1, False) if layout == "ulysses2" else None)
+    model, out = tp.tiny_model(), {}
+    for label, make in PARALLEL_POLICIES.items():
+        for layout in ("one", "ulysses2"):
+            policy, parallel = make(), (tp._policy(2, 1, False) if layout == "ulysses2" else None)
+            if parallel is not None:
+                parallel.install(model)
+            try:
+                result = sample(model, tp.embeds(), tp.OPTIONS, cache=policy, **tp.SIZE)
+            finally:
                 if parallel is not None:
-                    parallel.install(model)
-                try:
-                    result = sample(model, tp.embeds(), tp.OPTIONS, cache=policy, **tp.SIZE)
-                finally:
-                    if parallel is not None:
-                        parallel.remove()
-                out[f"{layout}_{label}"] = {"latent": result.latent, "skipped": [d.skipped for d in policy.decisions],
-                                            "predicted": [getattr(d, "predicted", None) for d in policy.decisions],
-                                            "calibrated": getattr(policy, "calibrated", None)}
-        torch.save(out, Path(folder) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+                    parallel.remove()
+            out[f"{layout}_{label}"] = {"latent": result.latent, "skipped": [d.skipped for d in policy.decisions],
+                                        "predicted": [getattr(d, "predicted", None) for d in policy.decisions],
+                                        "calibrated": getattr(policy, "calibrated", None)}
+    return out
 
 
 PARALLEL_POLICIES = {"easycache": lambda: EasyCache(0.1), "magcache": lambda: MagCache(0.24),
@@ -369,8 +359,8 @@ PARALLEL_POLICIES = {"easycache": lambda: EasyCache(0.1), "magcache": lambda: Ma
 
 @pytest.fixture(scope="module")
 def parallel_runs(tmp_path_factory):
-    from gloo_ranks import run_ranks
-    return run_ranks(_parallel_worker, 2, tmp_path_factory.mktemp("cache_parallel"), "cache parallel suite")
+    from gloo_ranks import run_suite
+    return run_suite("test_cache_easy_mag:_parallel_suite", 2, tmp_path_factory.mktemp("cache_parallel"))
 
 
 @pytest.mark.parametrize("label", list(PARALLEL_POLICIES))

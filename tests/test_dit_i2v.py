@@ -8,18 +8,15 @@ speed features (fp8 / GGUF layers, block swap, sequence parallelism on gloo).
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
 from gguf import GGMLQuantizationType as Q
 
 import hyvideo_core
 from conftest import golden_path
 from gguf_write import write_gguf
-from gloo_ranks import GROUP_TIMEOUT, run_ranks
+from gloo_ranks import GROUP_TIMEOUT, run_suite
 from hyvideo_core.errors import InvalidInputError
 from hyvideo_core.model import ImageCondition, TokenReplace
 from hyvideo_core.model.config import PRESETS
@@ -313,20 +310,9 @@ def _first_count(model, args) -> int:
     return 0 if first is None else first.count
 
 
-def _worker(rank: int, world: int, port: int, folder: str) -> None:
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
-                            timeout=GROUP_TIMEOUT)
-    try:
-        torch.save(_sp_suite(rank), Path(folder) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
-
-
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory) -> list[dict]:
-    return run_ranks(_worker, 2, tmp_path_factory.mktemp("i2v_parallel"), "token_replace parallel suite")
+    return run_suite("test_dit_i2v:_sp_suite", 2, tmp_path_factory.mktemp("i2v_parallel"))
 
 
 @pytest.mark.parametrize("layout", [(2, 1), (1, 2)], ids=["ulysses2", "ring2"])

@@ -11,13 +11,10 @@ positions and heads with an explicit off-diagonal mask.
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
-import torch.distributed as dist
 
 from hyvideo_core.errors import InvalidInputError
 from hyvideo_core.model.rope import RopeOptions
@@ -351,22 +348,10 @@ def _parallel_suite(rank: int) -> dict:
     return out
 
 
-def _worker(rank: int, world: int, port: int, folder: str) -> None:
-    from gloo_ranks import GROUP_TIMEOUT
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
-                            timeout=GROUP_TIMEOUT)
-    try:
-        torch.save(_parallel_suite(rank), Path(folder) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
-
-
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict]:
-    from gloo_ranks import run_ranks
-    return run_ranks(_worker, 2, tmp_path_factory.mktemp("extras_parallel"), "extras parallel suite")
+    from gloo_ranks import run_suite
+    return run_suite("test_guidance_extras:_parallel_suite", 2, tmp_path_factory.mktemp("extras_parallel"))
 
 
 def test_riflex_rope_shards_equal_one_process_under_ulysses_2(ranks):

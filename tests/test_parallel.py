@@ -9,7 +9,6 @@ deadline, so a rank that raises or hangs fails the test instead of hanging it.
 """
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -186,22 +185,8 @@ def _suite_one_rank_raises(rank: int) -> dict:
     return {}
 
 
-SUITES = {"two": _suite_two, "four": _suite_four, "one_rank_raises": _suite_one_rank_raises}
-
-
-def _worker(rank: int, world: int, port: int, folder: str, suite: str) -> None:
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
-                            timeout=GROUP_TIMEOUT)
-    try:
-        torch.save(SUITES[suite](rank), Path(folder) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
-
-
 def run_ranks(suite: str, world: int, folder: Path) -> list[dict]:
-    return gloo_ranks.run_ranks(_worker, world, folder, f"parallel suite {suite!r}", suite)
+    return gloo_ranks.run_suite(f"test_parallel:_suite_{suite}", world, folder)
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ keyframes.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -165,10 +165,14 @@ class FirstFrameRun:
             return noise
         return noise * STABILITY_MIX + self.image.to(noise.device, noise.dtype) * (1.0 - STABILITY_MIX)
 
+    def to(self, device) -> "FirstFrameRun":
+        """The image latent on the sampling device, moved once (`pin` uses it at every step; the
+        concat channels travel with the guided velocity)."""
+        return replace(self, image=self.image.to(device))
+
     def pin(self, x: torch.Tensor) -> torch.Tensor:
         """token_replace: latent frame 0 is the clean image latent (x is changed in place and returned)."""
-        if self.pins_first_frame:
-            x[:, :, :1] = self.image.to(x.device, x.dtype)
+        x[:, :, :1] = self.image.to(x.dtype)
         return x
 
     def finish(self, raw: torch.Tensor) -> torch.Tensor:

@@ -155,6 +155,11 @@ def infer_from_shapes(shapes: Mapping[str, tuple[int, ...]], base: DiTConfig | N
 # - 33 "i2v_concat": HunyuanVideo-I2V's first release (latent_concat, no guidance_in).
 VARIANTS = {16: "t2v", 32: "keyframe_or_skyreels", 33: "i2v_concat"}
 
+
+def needs_image(config: "DiTConfig") -> bool:
+    """True for the DiT that only makes videos from an image (i2v_concat, latent_concat)."""
+    return VARIANTS.get(config.in_channels) == "i2v_concat"
+
 # What `x` carries on the channel axis, for each widened variant (error messages, docs).
 VARIANT_INPUTS = {
     32: "the noisy latent (16) then a 16-channel conditioning latent: the keyframe video's latent, or for "

@@ -262,7 +262,6 @@ class WindowedVelocity:
         self.frames = frames
         self.hooks = hooks
         self.total_steps = total_steps
-        self.concat = guided.concat           # full-length keyframe conditioning, sliced per window
         self.windows_run = 0
         # Every step's windows now, so a schedule that cannot cover this length fails before the first step.
         self.plan = [settings.indices(frames, k) for k in range(total_steps)]
@@ -301,11 +300,4 @@ class WindowedVelocity:
             raise
 
     def _window(self, x, idx, timestep, step, j):
-        guided = self.guided
-        guided.concat = None if self.concat is None else self.concat[:, :, idx]
-        guided.branch_suffix = f"@w{j}"
-        try:
-            return guided(x[:, :, idx], timestep, step)
-        finally:
-            guided.concat = self.concat
-            guided.branch_suffix = ""
+        return self.guided(x[:, :, idx], timestep, step, frames=idx, branch_suffix=f"@w{j}")

@@ -82,8 +82,6 @@ def combine_cfg(v_u: torch.Tensor, v_c: torch.Tensor, scale: float, zero_star: b
 class GuidedVelocity:
     """Calls the model for one step's velocity; counts forwards and names the branch to the cache."""
 
-    branch_suffix = ""   # context windows (context_windows.py) set "@w{j}": each window keeps its own cache state
-
     def __init__(self, model, settings: GuidanceSettings, positive: PromptTensors,
                  negative: PromptTensors | None, concat: torch.Tensor | None = None, cfg_split=None,
                  first_step: int = 0):
@@ -106,29 +104,37 @@ class GuidedVelocity:
             self.joint = join_batches(negative, positive)
             self.concat = None if concat is None else torch.cat([concat, concat])
 
-    def __call__(self, x: torch.Tensor, timestep: float, step: int) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, timestep: float, step: int, frames: torch.Tensor | None = None,
+                 branch_suffix: str = "") -> torch.Tensor:
+        """The guided velocity at x. Context windows (context_windows.py) pass the latent `frames` x
+        holds (the concat conditioning is sliced to them) and a `branch_suffix` ("@w{j}") so that each
+        window keeps its own cache state."""
         s = self.settings
         if step < self.zero_steps:
             return torch.zeros_like(x)          # CFG-Zero*'s zero-init: no forward
+        concat = self.concat if frames is None or self.concat is None else self.concat[:, :, frames]
+
+        def forward(inputs, prompt: PromptTensors, branch: str) -> torch.Tensor:
+            return self._forward(inputs, timestep, prompt, step, branch + branch_suffix, concat)
+
         if not s.true_cfg:
-            return self._forward(x, timestep, self.positive, step, "cond")
+            return forward(x, self.positive, "cond")
         if self.split is not None:
-            prompt = self.split.prompt(self.positive, self.negative)
-            v = self._forward(x, timestep, prompt, step, "cond+uncond")
+            v = forward(x, self.split.prompt(self.positive, self.negative), "cond+uncond")
             if s.cfg_zero_star:
                 return self.split.combine(v, s.cfg_scale, rule=s.combine)
             return self.split.combine(v, s.cfg_scale)
         if self.joint is not None:
-            v_u, v_c = self._forward(torch.cat([x, x]), timestep, self.joint, step, "cond+uncond").chunk(2)
+            v_u, v_c = forward(torch.cat([x, x]), self.joint, "cond+uncond").chunk(2)
         else:
-            v_u = self._forward(x, timestep, self.negative, step, "uncond")
-            v_c = self._forward(x, timestep, self.positive, step, "cond")
+            v_u = forward(x, self.negative, "uncond")
+            v_c = forward(x, self.positive, "cond")
         return s.combine(v_u, v_c, s.cfg_scale)
 
-    def _forward(self, x, timestep, prompt: PromptTensors, step: int, branch: str) -> torch.Tensor:
+    def _forward(self, x, timestep, prompt: PromptTensors, step: int, branch: str, concat) -> torch.Tensor:
         if self.model.cache is not None:
-            self.model.cache.begin_step(step, branch + self.branch_suffix)
-        if self.concat is not None:
-            x = torch.cat([x, self.concat.to(x.dtype)], dim=1)
+            self.model.cache.begin_step(step, branch)
+        if concat is not None:
+            x = torch.cat([x, concat.to(x.dtype)], dim=1)
         self.forwards += 1
         return self.model(x, timestep, prompt.text_states, prompt.text_mask, prompt.pooled, self.guidance)

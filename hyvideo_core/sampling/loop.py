@@ -25,6 +25,7 @@ from .cache import CachePolicy, CacheReport, installed
 from ..text.templates import DEFAULT_NEGATIVE_PROMPT
 from .guidance import GuidanceSettings, GuidedVelocity
 from .callbacks import SamplingHooks
+from ..model.config import needs_image
 from .context_windows import ContextWindows, check_context
 from .extras import check_for_run, installed_extras
 from .latent_format import to_model_space, to_raw_latent
@@ -119,9 +120,10 @@ def sample(model, embeds, options: SamplingOptions = SamplingOptions(), *, width
         velocity = context.velocity(velocity, inputs.plan.shape[2], hooks, schedule.active_steps)
     x = _start_latent(inputs, schedule, options, device)
     total = schedule.active_steps
-    first = inputs.first
-    if first is not None:
-        x = first.pin(x)
+    first = None if inputs.first is None else inputs.first.to(device)
+    pin = first.pin if first is not None and first.pins_first_frame else None   # token_replace only
+    if pin is not None:
+        x = pin(x)
     with installed(model, cache if cache is not None else model.cache), \
             installed_extras(model, options, inputs.plan.shape), installed_image_condition(model, first):
         policy = model.cache
@@ -130,7 +132,7 @@ def sample(model, embeds, options: SamplingOptions = SamplingOptions(), *, width
         solver.reset()
         try:
             with torch.no_grad():
-                x = _run_steps(x, velocity, solver, schedule, hooks, None if first is None else first.pin)
+                x = _run_steps(x, velocity, solver, schedule, hooks, pin)
             report = policy.report() if policy is not None else None
         except BaseException:
             x = velocity = None
@@ -289,7 +291,7 @@ def _check_image_run(inputs: _Inputs, context, schedule: SigmaSchedule, options:
 def _keyframe_input(model, keyframe_latent, plan: LatentPlan) -> torch.Tensor | None:
     extra = model.config.in_channels - model.config.out_channels
     if keyframe_latent is None:
-        if model.config.in_channels == 33:
+        if needs_image(model.config):
             raise InvalidInputError(
                 "image: this is HunyuanVideo-I2V (latent_concat); give an image. The DiT takes 33 input "
                 "channels (noise, image latent, mask): encode the first frame with run.encode_first_frame.")
