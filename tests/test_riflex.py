@@ -124,6 +124,8 @@ def test_riflex_below_the_period_is_bit_identical_and_noted(model):
     assert torch.equal(plain.latent, asked.latent)
     assert any("riflex_index=4 changes nothing at 33 latent frames" in n for n in asked.notes)
     assert not any("riflex" in n for n in plain.notes)          # 33 latent frames: nothing to suggest
+    longer = sample(model, e, SamplingOptions(steps=1, seed=2), frames=161, **LONG)     # 41 latent frames
+    assert any("161 frames is past the 129" in n and "riflex_index=4" in n for n in longer.notes), longer.notes
 
 
 def test_riflex_off_leaves_the_model_untouched_and_a_cancelled_run_restores_it(model):

@@ -23,6 +23,7 @@ from ..model.rope import check_riflex_index, riflex_applies, riflex_period
 from .enhance import EnhanceAttention
 from .guidance import GuidanceSettings
 
+TRAINED_FRAMES = 129            # the longest videos of HunyuanVideo's training
 RIFLEX_RECOMMENDED = 4          # HunyuanVideo's intrinsic temporal frequency (N_k = 50 latent frames)
 
 
@@ -83,6 +84,11 @@ def check_for_run(model, options, latent_shape, schedule, note) -> None:
     elif dim // 2 >= RIFLEX_RECOMMENDED and riflex_applies(RIFLEX_RECOMMENDED, frames, dim, theta):
         note(f"{frames} latent frames is past {riflex_period(RIFLEX_RECOMMENDED, dim, theta)}, where HunyuanVideo's "
              f"motion starts to repeat; riflex_index={RIFLEX_RECOMMENDED} (RIFLEx) avoids that")
+    elif dim // 2 >= RIFLEX_RECOMMENDED and 4 * (frames - 1) + 1 > TRAINED_FRAMES:
+        period = riflex_period(RIFLEX_RECOMMENDED, dim, theta)
+        note(f"{4 * (frames - 1) + 1} frames is past the {TRAINED_FRAMES} HunyuanVideo was trained on; from "
+             f"{4 * period + 1} frames on its motion repeats, which riflex_index={RIFLEX_RECOMMENDED} (RIFLEx) "
+             "avoids (below that it changes nothing)")
     g = options.guidance
     if g.cfg_zero_star and not g.true_cfg:
         note(f"cfg_zero_star applies to true CFG only (cfg_scale > 1); at cfg_scale={g.cfg_scale:g} it is not used")
