@@ -6,10 +6,12 @@ Imports only the standard library and torch: the check must start on a bare CUDA
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gc
 import importlib.util
 import json
 import math
+import mmap
 import os
 import statistics
 import time
@@ -218,8 +220,7 @@ class PeakMemory:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
         elif self.method:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")
+            _reset_high_water_mark()
             self.base = _proc_status("VmRSS:")
         self.peak = None
         return self
@@ -232,13 +233,27 @@ class PeakMemory:
             self.peak = max(0, _proc_status("VmHWM:") - self.base)
 
 
+@functools.cache
 def _cpu_method() -> str | None:
+    """The CPU method when this kernel supports it: clear_refs must reset the high-water mark and
+    VmHWM must follow a fresh, touched 16 MiB mapping (sandboxed kernels may accept the write and
+    still report stale figures; then there is no CPU peak rather than a wrong one)."""
+    size = 16 * 2**20
     try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return "VmHWM above the start (CPU: plumbing only)"
+        _reset_high_water_mark()
+        base = _proc_status("VmRSS:")
+        with mmap.mmap(-1, size) as block:
+            for page in range(0, size, mmap.PAGESIZE):
+                block[page] = 1
+            seen = _proc_status("VmHWM:") - base
     except OSError:
         return None
+    return "VmHWM above the start (CPU: plumbing only)" if seen >= 0.75 * size else None
+
+
+def _reset_high_water_mark() -> None:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
 
 
 def _proc_status(field_name: str) -> int:
