@@ -25,6 +25,8 @@ import pytest
 
 import comfyui_server
 from comfyui_server import COMFYUI_PATH, http, log_tail, running_comfyui
+from native_prompts import (block_swap, ksampler, loader, lora_select, native, ours, sampler_custom_advanced,
+                            teacache, text_nodes)
 
 ROOT = Path(__file__).resolve().parents[1]
 if hasattr(comfyui_server, "unless_present"):
@@ -208,63 +210,8 @@ def probe(texts: dict, node: str):
     return json.loads(texts[node][0])
 
 
-# -- prompt pieces ------------------------------------------------------------------------------
-PROMPT_TEXT = "A cat walks on the grass, realistic style."
-SIZE = {"width": 64, "height": 64, "frames": 5}
-
-
-def text_nodes() -> dict:
-    return {
-        "t1": {"class_type": "HyVideoTextEncoderLoader",
-               "inputs": {"llm_name": "llava_llama3_fp16.safetensors", "clip_name": "clip_l.safetensors",
-                          "precision": "fp32", "llm_format": "auto", "device": "main"}},
-        "t2": {"class_type": "HyVideoTextEncode",
-               "inputs": {"text_encoder": ["t1", 0], "prompt": PROMPT_TEXT, "negative_prompt": "",
-                          "template": "video", "custom_template": ""}},
-        "t3": {"class_type": "HyVideoEmbedsToConditioning", "inputs": {"embeds": ["t2", 0]}},
-        "e1": {"class_type": "EmptyHunyuanLatentVideo",
-               "inputs": {"width": SIZE["width"], "height": SIZE["height"], "length": SIZE["frames"], "batch_size": 1}},
-    }
-
-
-def loader(weight_format: str = "fp32", block_swap=None) -> dict:
-    inputs = {"model_name": "tiny_dit.safetensors", "base_precision": "fp32", "weight_format": weight_format,
-              "attention": "sdpa"}
-    if block_swap is not None:
-        inputs["block_swap"] = block_swap
-    return {"class_type": "HyVideoModelLoader", "inputs": inputs}
-
-
-def ours(model, steps: int, seed: int, shift: float = 7.0, guidance: float = 6.0, cache=None) -> dict:
-    inputs = {"model": model, "embeds": ["t2", 0], **SIZE, "steps": steps, "shift": shift,
-              "embedded_guidance": guidance, "true_cfg_scale": 1.0, "cfg_mode": "batched", "seed": seed,
-              "denoise": 1.0, "solver": "euler"}
-    if cache is not None:
-        inputs["cache"] = cache
-    return {"class_type": "HyVideoSampler", "inputs": inputs}
-
-
-def native(handle, shift: float = 7.0, cache=None) -> dict:
-    inputs = {"model": handle, "shift": shift}
-    if cache is not None:
-        inputs["cache"] = cache
-    return {"class_type": "HyVideoToNativeModel", "inputs": inputs}
-
-
-def ksampler(model, steps: int, seed: int, positive=("t3", 0)) -> dict:
-    return {"class_type": "KSampler",
-            "inputs": {"model": model, "seed": seed, "steps": steps, "cfg": 1.0, "sampler_name": "euler",
-                       "scheduler": "simple", "positive": list(positive), "negative": ["t3", 1],
-                       "latent_image": ["e1", 0], "denoise": 1.0}}
-
-
 def diff(a, b) -> dict:
     return {"class_type": "HyVideoProbeLatentDiff", "inputs": {"a": a, "b": b}}
-
-
-def teacache(threshold: float) -> dict:
-    return {"class_type": "HyVideoTeaCache",
-            "inputs": {"threshold": threshold, "start_step": 0, "end_step": -1, "cache_device": "main"}}
 
 
 # -- the tests ----------------------------------------------------------------------------------
@@ -386,15 +333,7 @@ def test_native_ksampler_equals_our_sampler(comfy):
 def test_sampler_custom_advanced_with_model_sampling_sd3_equals_our_sampler(comfy):
     steps, seed, shift = 5, 11, 9.0
     prompt = {**text_nodes(), "m1": loader(), "n1": native(["m1", 0], shift=7.0),
-              "n2": {"class_type": "ModelSamplingSD3", "inputs": {"model": ["n1", 0], "shift": shift}},
-              "g1": {"class_type": "BasicGuider", "inputs": {"model": ["n2", 0], "conditioning": ["t3", 0]}},
-              "k1": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
-              "s1": {"class_type": "BasicScheduler", "inputs": {"model": ["n2", 0], "scheduler": "simple",
-                                                               "steps": steps, "denoise": 1.0}},
-              "r1": {"class_type": "RandomNoise", "inputs": {"noise_seed": seed}},
-              "x1": {"class_type": "SamplerCustomAdvanced",
-                     "inputs": {"noise": ["r1", 0], "guider": ["g1", 0], "sampler": ["k1", 0], "sigmas": ["s1", 0],
-                                "latent_image": ["e1", 0]}},
+              **sampler_custom_advanced(steps, seed, shift),
               "a": ours(["m1", 0], steps, seed, shift=shift), "p1": diff(["a", 0], ["x1", 0])}
     texts = run(comfy, prompt)
     assert probe(texts, "p1")["max_abs"] < TOLERANCE, probe(texts, "p1")
@@ -403,10 +342,7 @@ def test_sampler_custom_advanced_with_model_sampling_sd3_equals_our_sampler(comf
 @needs_comfyui
 def test_fp8_and_block_swap_stay_in_force_under_the_native_sampler(comfy):
     steps, seed = 4, 5
-    swap = {"class_type": "HyVideoBlockSwap",
-            "inputs": {"double_blocks_to_swap": 1, "single_blocks_to_swap": 1, "vram_budget_gb": 0.0,
-                       "offload_txt_in": False, "offload_img_in": False, "prefetch": True}}
-    prompt = {**text_nodes(), "w1": swap, "m1": loader("fp8_e4m3fn", ["w1", 0]), "m2": loader(),
+    prompt = {**text_nodes(), "w1": block_swap(), "m1": loader("fp8_e4m3fn", ["w1", 0]), "m2": loader(),
               "n1": native(["m1", 0]), "n2": native(["m2", 0]),
               "a": ours(["m1", 0], steps, seed), "b": ksampler(["n1", 0], steps, seed),
               "c": ksampler(["n2", 0], steps, seed),
@@ -424,10 +360,8 @@ def test_fp8_and_block_swap_stay_in_force_under_the_native_sampler(comfy):
 @needs_comfyui
 def test_lora_selection_stays_in_force_under_the_native_sampler(comfy):
     steps, seed = 4, 7
-    lora = {"class_type": "HyVideoLoraSelect",
-            "inputs": {"model": ["m1", 0], "lora_name": "hyvideo_FastVideo_LoRA-fp8.safetensors", "strength": 1.0,
-                       "blocks": ""}}
-    prompt = {**text_nodes(), "m1": loader(), "l1": lora, "n1": native(["l1", 0]), "n0": native(["m1", 0]),
+    prompt = {**text_nodes(), "m1": loader(), "l1": lora_select(["m1", 0]), "n1": native(["l1", 0]),
+              "n0": native(["m1", 0]),
               "a": ours(["l1", 0], steps, seed), "b": ksampler(["n1", 0], steps, seed),
               "c": ksampler(["n0", 0], steps, seed), "d": ours(["m1", 0], steps, seed),
               "p1": diff(["a", 0], ["b", 0]), "p2": diff(["b", 0], ["c", 0]), "p3": diff(["c", 0], ["d", 0])}
