@@ -242,13 +242,21 @@ def _cpu_method() -> str | None:
     try:
         _reset_high_water_mark()
         base = _proc_status("VmRSS:")
-        with mmap.mmap(-1, size) as block:
-            for page in range(0, size, mmap.PAGESIZE):
-                block[page] = 1
+        with touched_mapping(size):
             seen = _proc_status("VmHWM:") - base
     except OSError:
         return None
     return "VmHWM above the start (CPU: plumbing only)" if seen >= 0.75 * size else None
+
+
+def touched_mapping(size: int) -> mmap.mmap:
+    """A fresh anonymous mapping of `size` bytes with every page written, so resident: unlike a
+    tensor, it cannot be served from pages an allocator kept after earlier work. Close it (or use
+    it in a with statement) to give it back."""
+    block = mmap.mmap(-1, size)
+    for page in range(0, size, mmap.PAGESIZE):
+        block[page] = 1
+    return block
 
 
 def _reset_high_water_mark() -> None:

@@ -20,6 +20,7 @@ from harness import file_inputs
 from harness.in_comfyui import comfyui_runner
 from native_prompts import (block_swap, ksampler, loader, lora_select, native, ours, sampler_custom_advanced,
                             teacache, text_nodes)
+from node_graphs import sampled
 from tiny_models import write_dit, write_models
 
 
@@ -64,17 +65,13 @@ def cases() -> dict[str, tuple[dict, list[tuple[str, str]]]]:
     }
 
 
-def latent(result, node: str):
-    return result.results[node][0]["samples"].float()
-
-
 def report_case(result, pairs) -> dict:
     if not result.ok:
         return {"status": result.status, "error": result.describe()}
     first = pairs[0][0]
-    diffs = {f"{a}-{b}": float((latent(result, a) - latent(result, b)).abs().max()) for a, b in pairs}
-    entry = {"status": result.status, "diffs": diffs, "shape": list(latent(result, first).shape),
-             "abs": float(latent(result, first).abs().max()), "texts": {n: ui.get("text", []) for n, ui in
+    diffs = {f"{a}-{b}": float((sampled(result, a) - sampled(result, b)).abs().max()) for a, b in pairs}
+    entry = {"status": result.status, "diffs": diffs, "shape": list(sampled(result, first).shape),
+             "abs": float(sampled(result, first).abs().max()), "texts": {n: ui.get("text", []) for n, ui in
                                                                         result.outputs.items()},
              "progress_nodes": sorted({node for node, *_ in result.progress if node})}
     native_model = result.results.get("n1", (None,))[0]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import mmap
 import os
 import subprocess
 import sys
@@ -119,11 +118,7 @@ def test_memory_comparison_against_the_planner():
 def test_cpu_peak_memory_sees_an_allocation():
     size = 64 * 2**20
     with common.PeakMemory(torch.device("cpu")) as peak:
-        # a fresh anonymous mapping, written through, alive when the peak is read: a tensor could be
-        # served from pages the allocator kept resident after an earlier test and not raise the RSS
-        block = mmap.mmap(-1, size)
-        for page in range(0, size, mmap.PAGESIZE):
-            block[page] = 1
+        block = common.touched_mapping(size)   # alive when the peak is read
     block.close()
     if peak.method is None:
         pytest.skip("this kernel's VmHWM does not follow a fresh allocation after clear_refs")
